@@ -1,0 +1,775 @@
+//! The connection state machine after the opening handshake
+//! ([RFC 6455 §5](https://www.rfc-editor.org/rfc/rfc6455#section-5)–[§7](https://www.rfc-editor.org/rfc/rfc6455#section-7)).
+//!
+//! Bytes in ([`Connection::handle_bytes`]), events ([`Connection::poll_event`]) and bytes out
+//! ([`Connection::poll_transmit`]). The caller owns the socket and the clock.
+//!
+//! # Call order
+//!
+//! 1. Feed every byte read from the transport to [`handle_bytes`](Connection::handle_bytes), and
+//!    end of stream to [`handle_eof`](Connection::handle_eof).
+//! 2. After every `handle_*`, [`send`](Connection::send) or [`close`](Connection::close), call
+//!    [`poll_transmit`](Connection::poll_transmit) until it returns [`Transmit::Idle`] and write
+//!    what it gave; on [`Transmit::Shutdown`] shut the transport's write side down.
+//! 3. Drain [`poll_event`](Connection::poll_event).
+//! 4. While [`close_expected`](Connection::close_expected) is true, run a close timer; when it
+//!    fires, call [`handle_timeout`](Connection::handle_timeout).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use bytes::BytesMut;
+
+use crate::config::Config;
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{
+    apply_mask, CloseCode, CloseFrame, FrameHeader, OpCode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD,
+    MAX_HEADER_SIZE,
+};
+use crate::message::{DataKind, Message, Utf8Bytes, Utf8State, Utf8Validator};
+
+/// Which end of the connection this is. Clients mask, servers do not (§5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The end that sent the opening handshake request.
+    Client,
+    /// The end that answered it.
+    Server,
+}
+
+/// Supplies client masking keys. RFC 6455 §5.3: "The masking key MUST be derived from a strong
+/// source of entropy"; production callers use a CSPRNG, tests a fixed key.
+pub trait MaskSource: Send {
+    /// A fresh 4-byte masking key.
+    fn next_mask(&mut self) -> [u8; 4];
+}
+
+impl<F: FnMut() -> [u8; 4] + Send> MaskSource for F {
+    fn next_mask(&mut self) -> [u8; 4] {
+        self()
+    }
+}
+
+/// The connection's ready state, with the names of the browser's `WebSocket.readyState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// The opening handshake is in progress. A [`Connection`] starts after it, so it is never in
+    /// this state; the client and server handshake types are.
+    Connecting,
+    /// Data can flow both ways.
+    Open,
+    /// A close frame was sent or received; the handshake is not finished.
+    Closing,
+    /// The connection is closed; [`Event::Closed`] was emitted.
+    Closed,
+}
+
+/// Who started the end of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Initiator {
+    /// This end's application called [`Connection::close`].
+    Application,
+    /// The library failed the connection (a protocol violation) or a close timer fired.
+    Library,
+    /// The peer sent a close frame or dropped the connection.
+    Remote,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The code of the peer's close frame; 1005 when it had none, 1006 when there was no close
+    /// handshake, or the code this end sent when it failed the connection.
+    pub code: CloseCode,
+    /// The reason that goes with `code`.
+    pub reason: String,
+    /// Who started the end.
+    pub initiator: Initiator,
+    /// Whether both close frames were exchanged.
+    pub was_clean: bool,
+    /// The violation, when the library failed the connection.
+    pub error: Option<ProtocolError>,
+}
+
+/// Something that happened on the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message arrived. Data messages that arrive after this end sent a close frame are
+    /// dropped, as the browser's `WebSocket` does.
+    Message(Message),
+    /// The connection is closed. Always the last event.
+    Closed(Closed),
+}
+
+/// What [`Connection::poll_transmit`] produced.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// Nothing to write.
+    Idle,
+    /// Bytes were appended to the caller's buffer.
+    Bytes,
+    /// Everything is written: shut the transport's write side down. Returned once.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadState {
+    Header,
+    Payload {
+        header: FrameHeader,
+        remaining: u64,
+        offset: usize,
+    },
+    /// After a close frame or a failure: input is ignored (§5.5.1, §7.1.7).
+    Discard,
+}
+
+/// A WebSocket connection after the opening handshake: a pure state machine.
+///
+/// ```
+/// use sockeye_proto::{Config, Connection, DataKind, Event, Message, Role, Transmit};
+///
+/// let mut server = Connection::new(Role::Server, Config::default(), Box::new(|| [0u8; 4]));
+/// // A masked "Hi" from a client (mask 0 leaves the payload as is).
+/// server.handle_bytes(&[0x81, 0x82, 0, 0, 0, 0, b'H', b'i']);
+/// assert_eq!(server.poll_event(), Some(Event::Message(Message::text("Hi"))));
+/// server.send(DataKind::Text, b"Hi").unwrap();
+/// let mut out = Vec::new();
+/// assert_eq!(server.poll_transmit(&mut out), Transmit::Bytes);
+/// assert_eq!(out, [0x81, 0x02, b'H', b'i']);
+/// ```
+pub struct Connection {
+    role: Role,
+    config: Config,
+    masks: Box<dyn MaskSource>,
+    read: ReadState,
+    header_buf: [u8; MAX_HEADER_SIZE],
+    header_len: usize,
+    /// Kind of the data message being received, if any.
+    receiving: Option<DataKind>,
+    message: BytesMut,
+    utf8: Utf8Validator,
+    utf8_state: Utf8State,
+    control: Vec<u8>,
+    out: Vec<u8>,
+    /// Kind of the fragmented message being sent, if any.
+    sending: Option<DataKind>,
+    close_sent: bool,
+    close_received: bool,
+    /// Code and reason of the peer's close frame, and who started the close handshake.
+    close_info: Option<(CloseCode, String, Initiator)>,
+    closed: bool,
+    shutdown_sent: bool,
+    events: VecDeque<Event>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state())
+            .field("read", &self.read)
+            .field("buffered_out", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection in the [`State::Open`] state.
+    pub fn new(role: Role, config: Config, masks: Box<dyn MaskSource>) -> Self {
+        Self {
+            role,
+            config,
+            masks,
+            read: ReadState::Header,
+            header_buf: [0; MAX_HEADER_SIZE],
+            header_len: 0,
+            receiving: None,
+            message: BytesMut::new(),
+            utf8: Utf8Validator::new(),
+            utf8_state: Utf8State::Complete,
+            control: Vec::new(),
+            out: Vec::new(),
+            sending: None,
+            close_sent: false,
+            close_received: false,
+            close_info: None,
+            closed: false,
+            shutdown_sent: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The ready state.
+    pub fn state(&self) -> State {
+        if self.closed {
+            State::Closed
+        } else if self.close_sent || self.close_received {
+            State::Closing
+        } else {
+            State::Open
+        }
+    }
+
+    /// Bytes queued for the transport and not yet taken by [`poll_transmit`](Self::poll_transmit).
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// True while this end waits for the peer's close frame or, as a client, for the server to
+    /// close TCP (§7.1.1: the server closes first). The caller then runs a close timer and calls
+    /// [`handle_timeout`](Self::handle_timeout) when it fires.
+    pub fn close_expected(&self) -> bool {
+        self.close_sent && !self.closed
+    }
+
+    /// Feeds bytes read from the transport. Never fails: a violation queues a close frame and
+    /// [`Event::Closed`], and later input is ignored.
+    pub fn handle_bytes(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.read {
+                ReadState::Discard => return,
+                ReadState::Header => {
+                    let take = (MAX_HEADER_SIZE - self.header_len).min(data.len());
+                    let had = self.header_len;
+                    self.header_buf[had..had + take].copy_from_slice(&data[..take]);
+                    match FrameHeader::parse(&self.header_buf[..had + take]) {
+                        Ok(None) => {
+                            self.header_len = had + take;
+                            data = &data[take..];
+                        }
+                        Ok(Some((header, used))) => {
+                            self.header_len = 0;
+                            data = &data[used - had..];
+                            self.start_frame(header);
+                        }
+                        Err(err) => return self.fail(err),
+                    }
+                }
+                ReadState::Payload {
+                    header,
+                    remaining,
+                    offset,
+                } => {
+                    let take = usize::try_from(remaining).map_or(data.len(), |r| r.min(data.len()));
+                    let (chunk, rest) = data.split_at(take);
+                    data = rest;
+                    let remaining = remaining - take as u64;
+                    self.read = ReadState::Payload {
+                        header,
+                        remaining,
+                        offset: offset + take,
+                    };
+                    self.handle_payload(&header, chunk, offset);
+                    if remaining == 0 && matches!(self.read, ReadState::Payload { .. }) {
+                        self.finish_frame(&header);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports that the transport reached end of stream. Without a finished close handshake this
+    /// closes the connection abnormally (code 1006).
+    pub fn handle_eof(&mut self) {
+        self.read = ReadState::Discard;
+        if self.closed {
+            return;
+        }
+        if self.close_sent && self.close_received {
+            let (code, reason, initiator) = self.close_info.take().unwrap_or((
+                CloseCode::NO_STATUS_RCVD,
+                String::new(),
+                Initiator::Remote,
+            ));
+            self.finish(code, reason, initiator, true, None);
+        } else {
+            self.finish(
+                CloseCode::ABNORMAL,
+                String::new(),
+                Initiator::Remote,
+                false,
+                None,
+            );
+        }
+    }
+
+    /// Reports that the close timer armed while [`close_expected`](Self::close_expected) fired:
+    /// the connection is closed now and the transport should be dropped.
+    pub fn handle_timeout(&mut self) {
+        if !self.close_expected() {
+            return;
+        }
+        self.read = ReadState::Discard;
+        match self.close_info.take() {
+            Some((code, reason, initiator)) if self.close_received => {
+                self.finish(code, reason, initiator, true, None);
+            }
+            _ => self.finish(
+                CloseCode::ABNORMAL,
+                String::new(),
+                Initiator::Library,
+                false,
+                None,
+            ),
+        }
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Appends bytes to write to `out`. Call after every input or command until it returns
+    /// [`Transmit::Idle`].
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Transmit {
+        if !self.out.is_empty() {
+            if out.is_empty() {
+                std::mem::swap(out, &mut self.out);
+            } else {
+                out.append(&mut self.out);
+            }
+            return Transmit::Bytes;
+        }
+        if self.closed && !self.shutdown_sent {
+            self.shutdown_sent = true;
+            return Transmit::Shutdown;
+        }
+        Transmit::Idle
+    }
+
+    /// Queues a whole message as one frame.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] after a close frame was sent, [`SendError::FragmentInProgress`] while
+    /// a message started with [`send_fragment`](Self::send_fragment) is unfinished.
+    pub fn send(&mut self, kind: DataKind, payload: &[u8]) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.sending.is_some() {
+            return Err(SendError::FragmentInProgress);
+        }
+        self.write_frame(opcode_of(kind), true, payload);
+        Ok(())
+    }
+
+    /// Queues one fragment of a message (§5.4). The first call's `kind` sets the message's type;
+    /// later calls must pass the same `kind`; `fin` ends the message. Control frames may be sent
+    /// between fragments.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] after a close frame was sent, [`SendError::FragmentInProgress`] when
+    /// `kind` differs from the message in progress.
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: &[u8],
+        fin: bool,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let opcode = match self.sending {
+            None => opcode_of(kind),
+            Some(current) if current == kind => OpCode::Continuation,
+            Some(_) => return Err(SendError::FragmentInProgress),
+        };
+        self.sending = if fin { None } else { Some(kind) };
+        self.write_frame(opcode, fin, payload);
+        Ok(())
+    }
+
+    /// Queues a ping.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] after a close frame was sent, [`SendError::ControlFrameTooBig`] for a
+    /// payload over 125 bytes.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited pong (a unidirectional heartbeat, §5.5.3).
+    ///
+    /// # Errors
+    ///
+    /// As [`ping`](Self::ping).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    /// Starts the closing handshake with `code` and `reason`; no data frame may follow.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] when a close frame was already sent,
+    /// [`SendError::InvalidCloseCode`] for a code that may not be sent,
+    /// [`SendError::CloseReasonTooLong`] for a reason over 123 bytes. Nothing is sent on error.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.check_open()?;
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(SendError::CloseReasonTooLong);
+        }
+        self.write_close(Some(code), reason);
+        self.close_info = Some((
+            CloseCode::NO_STATUS_RCVD,
+            String::new(),
+            Initiator::Application,
+        ));
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.close_sent || self.closed {
+            Err(SendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        self.check_open()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlFrameTooBig);
+        }
+        self.write_frame(opcode, true, payload);
+        Ok(())
+    }
+
+    fn write_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let len = match code {
+            Some(code) => {
+                payload[..2].copy_from_slice(&code.0.to_be_bytes());
+                let reason = truncate_utf8(reason, MAX_CLOSE_REASON);
+                payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                2 + reason.len()
+            }
+            None => 0,
+        };
+        self.write_frame(OpCode::Close, true, &payload[..len]);
+        self.close_sent = true;
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let mut header = FrameHeader::new(opcode, payload.len() as u64);
+        header.fin = fin;
+        if self.role == Role::Client {
+            header.mask = Some(self.masks.next_mask());
+        }
+        self.out.reserve(header.encoded_len() + payload.len());
+        header.encode(&mut self.out);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        if let Some(key) = header.mask {
+            apply_mask(&mut self.out[start..], key, 0);
+        }
+    }
+
+    fn start_frame(&mut self, header: FrameHeader) {
+        if let Err(err) = self.check_header(&header) {
+            return self.fail(err);
+        }
+        if let Some(kind) = data_kind(header.opcode) {
+            self.receiving = Some(kind);
+            self.message.clear();
+            self.utf8.reset();
+            self.utf8_state = Utf8State::Complete;
+        }
+        if header.opcode.is_control() {
+            self.control.clear();
+        }
+        self.read = ReadState::Payload {
+            header,
+            remaining: header.payload_len,
+            offset: 0,
+        };
+        if header.payload_len == 0 {
+            self.finish_frame(&header);
+        }
+    }
+
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for non-zero
+        // values. If a nonzero value is received ... the receiving endpoint MUST _Fail the
+        // WebSocket Connection_."
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if header.opcode.is_control() {
+            // §5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST
+            // NOT be fragmented."
+            if header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlFrameTooBig);
+            }
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            return Ok(());
+        }
+        match (header.opcode, self.receiving) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        if let Some(limit) = self.config.max_frame_size {
+            if header.payload_len > limit as u64 {
+                return Err(ProtocolError::FrameTooBig { limit });
+            }
+        }
+        if let Some(limit) = self.config.max_message_size {
+            let so_far = if header.opcode == OpCode::Continuation {
+                self.message.len() as u64
+            } else {
+                0
+            };
+            if so_far + header.payload_len > limit as u64 {
+                return Err(ProtocolError::MessageTooBig { limit });
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_payload(&mut self, header: &FrameHeader, chunk: &[u8], offset: usize) {
+        if header.opcode.is_control() {
+            let start = self.control.len();
+            self.control.extend_from_slice(chunk);
+            if let Some(key) = header.mask {
+                apply_mask(&mut self.control[start..], key, offset);
+            }
+            return;
+        }
+        let start = self.message.len();
+        self.message.extend_from_slice(chunk);
+        if let Some(key) = header.mask {
+            apply_mask(&mut self.message[start..], key, offset);
+        }
+        if self.receiving == Some(DataKind::Text) {
+            // RFC 6455 §8.1: "When an endpoint is to interpret a byte stream as UTF-8 but finds
+            // that the byte stream is not, in fact, a valid UTF-8 stream, that endpoint MUST
+            // _Fail the WebSocket Connection_." Checked per chunk, so it fails fast.
+            self.utf8_state = self.utf8.feed(&self.message);
+            if self.utf8_state == Utf8State::Invalid {
+                self.fail(ProtocolError::InvalidUtf8);
+            }
+        }
+    }
+
+    fn finish_frame(&mut self, header: &FrameHeader) {
+        self.read = ReadState::Header;
+        match header.opcode {
+            OpCode::Ping => {
+                let payload = bytes::Bytes::copy_from_slice(&self.control);
+                // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+                // response, unless it already received a Close frame."
+                if !self.close_sent {
+                    self.write_frame(OpCode::Pong, true, &payload);
+                }
+                self.events
+                    .push_back(Event::Message(Message::Ping(payload)));
+            }
+            OpCode::Pong => {
+                let payload = bytes::Bytes::copy_from_slice(&self.control);
+                self.events
+                    .push_back(Event::Message(Message::Pong(payload)));
+            }
+            OpCode::Close => self.handle_close_frame(),
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                if header.fin {
+                    self.finish_message();
+                }
+            }
+        }
+    }
+
+    fn finish_message(&mut self) {
+        let kind = self.receiving.take();
+        let payload = self.message.split().freeze();
+        let message = match kind {
+            Some(DataKind::Text) => {
+                if self.utf8_state != Utf8State::Complete {
+                    return self.fail(ProtocolError::InvalidUtf8);
+                }
+                Message::Text(Utf8Bytes::from_validated(payload))
+            }
+            Some(DataKind::Binary) => Message::Binary(payload),
+            None => return,
+        };
+        // WHATWG WebSockets: a message received once the state is CLOSING is not delivered.
+        if !self.close_sent {
+            self.events.push_back(Event::Message(message));
+        }
+    }
+
+    fn handle_close_frame(&mut self) {
+        let frame = match parse_close_payload(&self.control) {
+            Ok(frame) => frame,
+            Err(err) => return self.fail(err),
+        };
+        // §5.5.1: "After sending a Close frame, the endpoint MUST NOT send any further data
+        // frames"; after receiving one, nothing further is read.
+        self.read = ReadState::Discard;
+        self.close_received = true;
+        let (code, reason) = match &frame {
+            Some(f) => (f.code, f.reason.to_string()),
+            None => (CloseCode::NO_STATUS_RCVD, String::new()),
+        };
+        let initiator = if self.close_sent {
+            self.close_info
+                .as_ref()
+                .map_or(Initiator::Application, |info| info.2)
+        } else {
+            // §5.5.1: "If an endpoint receives a Close frame and did not previously send a Close
+            // frame, the endpoint MUST send a Close frame in response. ... It SHOULD typically
+            // echo the status code it received."
+            self.write_close(frame.as_ref().map(|f| f.code), "");
+            Initiator::Remote
+        };
+        self.events.push_back(Event::Message(Message::Close(frame)));
+        self.close_info = Some((code, reason, initiator));
+        // §7.1.1: "the underlying TCP connection, in most normal cases, SHOULD be closed first by
+        // the server". A client waits for the server's end of stream (or its close timer).
+        if self.role == Role::Server {
+            let (code, reason, initiator) =
+                self.close_info
+                    .take()
+                    .unwrap_or((code, String::new(), initiator));
+            self.finish(code, reason, initiator, true, None);
+        }
+    }
+
+    /// _Fail the WebSocket Connection_ (§7.1.7): send a close frame if none was sent, stop
+    /// reading, report [`Event::Closed`] and shut the transport down.
+    fn fail(&mut self, err: ProtocolError) {
+        self.read = ReadState::Discard;
+        if self.closed {
+            return;
+        }
+        let code = err.close_code();
+        let reason = err.to_string();
+        if !self.close_sent {
+            self.write_close(Some(code), &reason);
+        }
+        self.finish(code, reason, Initiator::Library, false, Some(err));
+    }
+
+    fn finish(
+        &mut self,
+        code: CloseCode,
+        reason: String,
+        initiator: Initiator,
+        was_clean: bool,
+        error: Option<ProtocolError>,
+    ) {
+        self.closed = true;
+        self.read = ReadState::Discard;
+        self.receiving = None;
+        self.message = BytesMut::new();
+        self.control = Vec::new();
+        self.events.push_back(Event::Closed(Closed {
+            code,
+            reason,
+            initiator,
+            was_clean,
+            error,
+        }));
+    }
+}
+
+fn opcode_of(kind: DataKind) -> OpCode {
+    match kind {
+        DataKind::Text => OpCode::Text,
+        DataKind::Binary => OpCode::Binary,
+    }
+}
+
+fn data_kind(opcode: OpCode) -> Option<DataKind> {
+    match opcode {
+        OpCode::Text => Some(DataKind::Text),
+        OpCode::Binary => Some(DataKind::Binary),
+        _ => None,
+    }
+}
+
+/// Parses a close frame body (§5.5.1): empty, or a 2-byte code plus a UTF-8 reason.
+fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::InvalidCloseFrame),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_valid_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason = Utf8Bytes::try_from_bytes(bytes::Bytes::copy_from_slice(reason))
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+
+    #[test]
+    fn close_payload_parsing() {
+        assert_eq!(parse_close_payload(&[]), Ok(None));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::InvalidCloseFrame)
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xED]),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, 0xFF]),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let frame = parse_close_payload(&[0x03, 0xE8, b'o', b'k'])
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.code, CloseCode::NORMAL);
+        assert_eq!(frame.reason, "ok");
+    }
+}

@@ -1,0 +1,271 @@
+//! The client side of the opening handshake
+//! ([RFC 6455 §4.1](https://www.rfc-editor.org/rfc/rfc6455#section-4.1)).
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use http::{Response, StatusCode, Version};
+
+use super::accept_key::{accept_key, key_from_nonce};
+use super::{check_partial_size, from_httparse, header_has_token, HandshakeConfig, HandshakeError};
+
+/// What the client asks for: target, origin and extra headers.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    host: String,
+    resource: String,
+    headers: HeaderMap,
+}
+
+impl ClientRequest {
+    /// A request for `resource` (path and query, e.g. `/chat?room=1`) on `host` (the `Host`
+    /// header value: host, and port when it is not the scheme's default).
+    pub fn new(host: impl Into<String>, resource: impl Into<String>) -> Self {
+        let resource = resource.into();
+        Self {
+            host: host.into(),
+            resource: if resource.is_empty() {
+                "/".to_owned()
+            } else {
+                resource
+            },
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Sets the `Origin` header.
+    #[must_use]
+    pub fn origin(mut self, origin: HeaderValue) -> Self {
+        self.headers.insert(ORIGIN, origin);
+        self
+    }
+
+    /// Adds a header (a token, a cookie). The handshake's own headers cannot be overridden.
+    #[must_use]
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+}
+
+/// A client handshake in progress: the request sent and the accept value expected.
+#[derive(Debug, Clone)]
+pub struct ClientHandshake {
+    expected_accept: String,
+    config: HandshakeConfig,
+}
+
+impl ClientHandshake {
+    /// Starts a handshake: appends the request to `out`. `nonce` must come from a CSPRNG
+    /// (§4.1: "randomly selected 16-byte value").
+    pub fn new(
+        request: &ClientRequest,
+        nonce: [u8; 16],
+        config: HandshakeConfig,
+        out: &mut Vec<u8>,
+    ) -> Self {
+        let key = key_from_nonce(nonce);
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(request.resource.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(request.host.as_bytes());
+        out.extend_from_slice(
+            b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
+        );
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let own = [
+            HOST,
+            UPGRADE,
+            CONNECTION,
+            SEC_WEBSOCKET_VERSION,
+            SEC_WEBSOCKET_KEY,
+        ];
+        for (name, value) in &request.headers {
+            if own.contains(name) {
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Self {
+            expected_accept: accept_key(key.as_bytes()),
+            config,
+        }
+    }
+
+    /// Parses and validates the server's response at the start of `buf`.
+    ///
+    /// Returns `Ok(None)` while the head is incomplete, else the response and the number of bytes
+    /// of its head; later bytes are WebSocket frames.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::UnexpectedStatus`] when the status is not 101, `BadHeader` for a
+    /// missing `Upgrade` or `Connection`, [`HandshakeError::BadAccept`] for a wrong
+    /// `Sec-WebSocket-Accept`, and `UnexpectedExtension`/`UnexpectedProtocol` when the server
+    /// selects what was not offered (§4.1: "the client MUST _Fail the WebSocket Connection_").
+    pub fn handle_response(
+        &self,
+        buf: &[u8],
+    ) -> Result<Option<(Response<()>, usize)>, HandshakeError> {
+        let mut headers = vec![httparse::EMPTY_HEADER; self.config.max_headers];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let used = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(used)) => used,
+            Ok(httparse::Status::Partial) => {
+                return check_partial_size(buf, &self.config).map(|()| None)
+            }
+            Err(err) => {
+                check_partial_size(buf, &self.config)?;
+                return Err(from_httparse(err, &self.config));
+            }
+        };
+        if used > self.config.max_head_size {
+            return Err(HandshakeError::HeadTooLarge {
+                limit: self.config.max_head_size,
+            });
+        }
+        let code = parsed.code.unwrap_or(0);
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(code)
+            .map_err(|_| HandshakeError::MalformedHttp("invalid status"))?;
+        *response.version_mut() = Version::HTTP_11;
+        for header in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(header.name.as_bytes())
+                .map_err(|_| HandshakeError::MalformedHttp("invalid header name"))?;
+            let value = HeaderValue::from_bytes(header.value)
+                .map_err(|_| HandshakeError::MalformedHttp("invalid header value"))?;
+            response.headers_mut().append(name, value);
+        }
+        // §4.1, the client's checks on the server's handshake, items 1–6.
+        if code != 101 {
+            return Err(HandshakeError::UnexpectedStatus(code));
+        }
+        let headers = response.headers();
+        if !headers
+            .get_all(UPGRADE)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "websocket"))
+        {
+            return Err(HandshakeError::BadHeader("upgrade"));
+        }
+        if !headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "upgrade"))
+        {
+            return Err(HandshakeError::BadHeader("connection"));
+        }
+        let mut accepts = headers.get_all(SEC_WEBSOCKET_ACCEPT).iter();
+        match (accepts.next(), accepts.next()) {
+            (Some(accept), None) if accept.as_bytes() == self.expected_accept.as_bytes() => {}
+            _ => return Err(HandshakeError::BadAccept),
+        }
+        if headers.contains_key(SEC_WEBSOCKET_EXTENSIONS) {
+            return Err(HandshakeError::UnexpectedExtension);
+        }
+        if headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
+            return Err(HandshakeError::UnexpectedProtocol);
+        }
+        Ok(Some((response, used)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::{accept_response, parse_request, write_response};
+
+    fn start() -> (ClientHandshake, Vec<u8>) {
+        let mut out = Vec::new();
+        let request = ClientRequest::new("example.com:8080", "/a?b=c")
+            .origin(HeaderValue::from_static("http://example.com"))
+            .header(
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_static("Bearer t"),
+            );
+        let handshake =
+            ClientHandshake::new(&request, [1; 16], HandshakeConfig::default(), &mut out);
+        (handshake, out)
+    }
+
+    #[test]
+    fn request_is_accepted_by_our_server_and_response_by_our_client() {
+        let (handshake, request_bytes) = start();
+        let (request, _) = parse_request(&request_bytes, &HandshakeConfig::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.uri(), "/a?b=c");
+        assert_eq!(request.headers()["host"], "example.com:8080");
+        assert_eq!(request.headers()["origin"], "http://example.com");
+        assert_eq!(request.headers()["authorization"], "Bearer t");
+        let mut response_bytes = Vec::new();
+        write_response(&accept_response(&request), b"", &mut response_bytes);
+        let head_len = response_bytes.len();
+        response_bytes.extend_from_slice(&[0x81, 0x00]);
+        for len in 0..head_len {
+            assert!(matches!(
+                handshake.handle_response(&response_bytes[..len]),
+                Ok(None)
+            ));
+        }
+        let (response, used) = handshake.handle_response(&response_bytes).unwrap().unwrap();
+        assert_eq!(response.status(), 101);
+        assert_eq!(used, head_len);
+    }
+
+    #[test]
+    fn rejects_bad_responses() {
+        let (handshake, request_bytes) = start();
+        let (request, _) = parse_request(&request_bytes, &HandshakeConfig::default())
+            .unwrap()
+            .unwrap();
+        let mut good = Vec::new();
+        write_response(&accept_response(&request), b"", &mut good);
+        let good = String::from_utf8(good).unwrap();
+        let check = |from: &str, to: &str, want: HandshakeError| {
+            let bad = good.replacen(from, to, 1);
+            assert_eq!(
+                handshake.handle_response(bad.as_bytes()).unwrap_err(),
+                want,
+                "{from} -> {to}"
+            );
+        };
+        check(
+            "101 Switching Protocols",
+            "403 Forbidden",
+            HandshakeError::UnexpectedStatus(403),
+        );
+        check(
+            "upgrade: websocket",
+            "upgrade: h2c",
+            HandshakeError::BadHeader("upgrade"),
+        );
+        check(
+            "connection: Upgrade",
+            "connection: close",
+            HandshakeError::BadHeader("connection"),
+        );
+        check(
+            "sec-websocket-accept: ",
+            "sec-websocket-accept: x",
+            HandshakeError::BadAccept,
+        );
+        check(
+            "\r\n\r\n",
+            "\r\nsec-websocket-extensions: permessage-deflate\r\n\r\n",
+            HandshakeError::UnexpectedExtension,
+        );
+        check(
+            "\r\n\r\n",
+            "\r\nsec-websocket-protocol: chat\r\n\r\n",
+            HandshakeError::UnexpectedProtocol,
+        );
+    }
+}

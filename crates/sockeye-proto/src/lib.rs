@@ -1,0 +1,30 @@
+//! Sans-I/O WebSocket protocol core ([RFC 6455](https://www.rfc-editor.org/rfc/rfc6455)).
+//!
+//! `sockeye-proto` turns bytes into events and commands into bytes. It never touches a socket, a
+//! clock, a runtime or a hidden random number generator: the caller feeds what it read, writes
+//! what it is given, runs the close timer and supplies the randomness (masking keys, handshake
+//! nonces). The `sockeye` crate drives it over tokio; any other transport can do the same.
+//!
+//! - [`frame`]: frame headers, opcodes, masking, close codes (§5).
+//! - [`Connection`]: the state machine after the handshake: fragmentation, control frames,
+//!   incremental UTF-8 validation, the close handshake, limits (§5–§7).
+//! - [`handshake`]: the opening handshake for both roles (§4).
+#![forbid(unsafe_code)]
+
+mod config;
+mod connection;
+mod error;
+pub mod frame;
+pub mod handshake;
+mod message;
+
+pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
+pub use connection::{Closed, Connection, Event, Initiator, MaskSource, Role, State, Transmit};
+pub use error::{ProtocolError, SendError};
+pub use frame::{CloseCode, CloseFrame};
+pub use message::{DataKind, Message, Utf8Bytes, Utf8State, Utf8Validator};
+
+/// Re-exported for the payload types of [`Message`].
+pub use bytes;
+/// Re-exported for the handshake's request and response types.
+pub use http;
