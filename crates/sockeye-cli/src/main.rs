@@ -1,1 +1,187 @@
-fn main() {}
+//! The `sockeye` command: a WebSocket echo server and an Autobahn TestSuite client.
+//!
+//! It parses arguments and calls into the `sockeye` crate; all protocol logic lives there.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures_util::StreamExt as _;
+use sockeye::{Message, WebSocketConfig, WebSocketStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// WebSocket toolkit: serve, test and poke WebSocket endpoints.
+#[derive(Debug, Parser)]
+#[command(name = "sockeye", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a WebSocket server. Prints the URL it listens on.
+    Serve(ServeArgs),
+    /// Run the Autobahn TestSuite client protocol against a fuzzing server (e.g.
+    /// `kosoku -m fuzzingserver`): fetch the case count, run every case echoing each message,
+    /// then ask the server to write its reports.
+    AutobahnClient(AutobahnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct Limits {
+    /// Largest message accepted after reassembly, in bytes; larger ones close with 1009.
+    #[arg(long, default_value_t = sockeye::WebSocketConfig::default().protocol.max_message_size.unwrap_or(usize::MAX), value_name = "BYTES")]
+    max_message_size: usize,
+    /// Largest frame payload accepted, in bytes; larger ones close with 1009.
+    #[arg(long, default_value_t = sockeye::WebSocketConfig::default().protocol.max_frame_size.unwrap_or(usize::MAX), value_name = "BYTES")]
+    max_frame_size: usize,
+}
+
+impl Limits {
+    fn config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_frame_size))
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Send every text and binary message back unchanged.
+    Echo,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// What the server does with messages.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    #[command(flatten)]
+    limits: Limits,
+}
+
+#[derive(Debug, clap::Args)]
+struct AutobahnArgs {
+    /// Base URL of the fuzzing server.
+    #[arg(long, default_value = "ws://127.0.0.1:9001", value_name = "URL")]
+    url: String,
+    /// Agent name reported to the fuzzing server.
+    #[arg(long, default_value = "sockeye")]
+    agent: String,
+    #[command(flatten)]
+    limits: Limits,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockeye: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::AutobahnClient(args) => autobahn_client(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockeye: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = sockeye::Server::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?
+        .config(args.limits.config());
+    let addr = server.local_addr()?;
+    println!("sockeye: listening on ws://{addr}/ (mode {:?})", args.mode);
+    match args.mode {
+        Mode::Echo => {
+            tokio::select! {
+                result = server.serve(|ws, _request| echo(ws)) => result?,
+                _ = tokio::signal::ctrl_c() => eprintln!("sockeye: interrupted, exiting"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Echoes every data message until the connection ends. Messages already received are written
+/// in one batch before waiting for more.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
+    while let Some(item) = ws.next().await {
+        match item {
+            Ok(message) if message.is_data() => {
+                if ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "connection ended");
+                break;
+            }
+        }
+    }
+}
+
+async fn autobahn_client(args: AutobahnArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/');
+    let config = args.limits.config();
+    let (mut ws, _) = sockeye::connect_with_config(&format!("{base}/getCaseCount"), config.clone())
+        .await
+        .context("cannot fetch the case count")?;
+    let count: u32 = match ws.next().await {
+        Some(Ok(Message::Text(text))) => text.trim().parse().context("bad case count")?,
+        other => bail!("unexpected answer to getCaseCount: {other:?}"),
+    };
+    let _ = ws.close(sockeye::CloseCode::NORMAL, "").await;
+    println!("sockeye: running {count} cases as agent {:?}", args.agent);
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent={}", args.agent);
+        match sockeye::connect_with_config(&url, config.clone()).await {
+            Ok((ws, _)) => echo(ws).await,
+            Err(e) => eprintln!("sockeye: case {case}: {e:#}"),
+        }
+    }
+    let url = format!("{base}/updateReports?agent={}", args.agent);
+    let (mut ws, _) = sockeye::connect_with_config(&url, config)
+        .await
+        .context("cannot update reports")?;
+    while let Some(Ok(_)) = ws.next().await {}
+    println!("sockeye: reports updated");
+    Ok(())
+}

@@ -1,1 +1,62 @@
-//! x
+//! WebSocket ([RFC 6455](https://www.rfc-editor.org/rfc/rfc6455)) client and server on tokio.
+//!
+//! The protocol lives in [`sockeye_proto`], a sans-I/O state machine; this crate moves its bytes
+//! over a tokio transport, runs its timers and adapts it to [`futures_core::Stream`] and
+//! [`futures_sink::Sink`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sockeye::Error> {
+//! use futures_util::{SinkExt, StreamExt};
+//! use sockeye::{CloseCode, Message};
+//!
+//! let (mut ws, _) = sockeye::connect("ws://127.0.0.1:9001/").await?;
+//! ws.send(Message::text("hello")).await?;
+//! while let Some(message) = ws.next().await {
+//!     match message? {
+//!         Message::Text(text) => println!("{text}"),
+//!         Message::Binary(data) => println!("{} bytes", data.len()),
+//!         _ => {}
+//!     }
+//! #   break;
+//! }
+//! ws.close(CloseCode::NORMAL, "done").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Cancel safety
+//!
+//! [`WebSocketStream::recv`] (like `StreamExt::next`) is cancel-safe: received messages stay
+//! queued. [`WebSocketStream::send`] queues the whole message at its first poll and never a
+//! part of it; dropped afterwards, the message is still written by the next operation.
+//! [`WebSocketStream::close`] queues its close frame at the first poll and may be called again to
+//! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
+//! connection by design.
+//!
+//! # Defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | max frame / message size | 16 MiB / 16 MiB |
+//! | handshake head / header count | 16 KiB / 128 |
+//! | handshake timeout / close timeout | 10 s / 10 s |
+//! | write buffer high-water mark | 64 KiB |
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod error;
+mod mask;
+mod server;
+mod stream;
+
+pub use client::{client_handshake, connect, connect_with_config, WsUrl};
+pub use config::WebSocketConfig;
+pub use error::{Error, UrlError};
+pub use server::{accept, accept_with_config, Server};
+pub use stream::WebSocketStream;
+
+pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};
+pub use sockeye_proto::{
+    bytes, http, CloseCode, CloseFrame, Closed, DataKind, Initiator, Message, ProtocolError, Role,
+    SendError, State, Utf8Bytes,
+};

@@ -1,0 +1,84 @@
+//! Settings of the tokio layer. Every default is safe for a server on the open internet.
+
+use std::time::Duration;
+
+use sockeye_proto::handshake::HandshakeConfig;
+
+/// Settings for a client or server connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebSocketConfig {
+    /// Limits of the protocol core: frame and message size (default 16 MiB each).
+    pub protocol: sockeye_proto::Config,
+    /// Limits of the opening handshake: head size (16 KiB) and header count (128).
+    pub handshake: HandshakeConfig,
+    /// Longest time the opening handshake may take, from TCP accept (or connect) to the last
+    /// byte of the head. Guards against slowloris clients.
+    ///
+    /// Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Longest wait for the peer's close frame after sending ours, and, as a client, for the
+    /// server to close TCP after the close handshake. Then the connection is dropped.
+    ///
+    /// Default: 10 s.
+    pub close_timeout: Duration,
+    /// Outgoing bytes buffered before `Sink::poll_ready` (and so `send().await`) waits for the
+    /// socket. Raising it trades memory per slow peer for fewer waits.
+    ///
+    /// Default: 64 KiB.
+    pub write_buffer_high_water: usize,
+    /// Size of the buffer each read from the socket fills.
+    ///
+    /// Default: 64 KiB.
+    pub read_buffer_size: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            protocol: sockeye_proto::Config::default(),
+            handshake: HandshakeConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(10),
+            write_buffer_high_water: 64 << 10,
+            read_buffer_size: 64 << 10,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// Sets the largest message (after reassembly) accepted; `None` removes the limit.
+    #[must_use]
+    pub fn max_message_size(mut self, limit: Option<usize>) -> Self {
+        self.protocol.max_message_size = limit;
+        self
+    }
+
+    /// Sets the largest frame payload accepted; `None` removes the limit.
+    #[must_use]
+    pub fn max_frame_size(mut self, limit: Option<usize>) -> Self {
+        self.protocol.max_frame_size = limit;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    #[must_use]
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`write_buffer_high_water`](Self::write_buffer_high_water).
+    #[must_use]
+    pub fn write_buffer_high_water(mut self, bytes: usize) -> Self {
+        self.write_buffer_high_water = bytes;
+        self
+    }
+}

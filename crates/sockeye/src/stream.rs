@@ -1,0 +1,459 @@
+//! [`WebSocketStream`]: a [`Connection`] driven over an async transport. The only code that
+//! reads from or writes to the socket.
+
+use std::future::{poll_fn, Future as _};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
+
+use futures_core::{FusedStream, Stream};
+use futures_sink::Sink;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::task::AtomicWaker;
+use futures_util::StreamExt as _;
+use sockeye_proto::{
+    CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::config::WebSocketConfig;
+use crate::error::Error;
+use crate::mask::OsMaskSource;
+
+/// Wakes both the task reading and the task writing: the transport keeps one waker per
+/// direction, and either half may be the one that polled it last.
+#[derive(Debug, Default)]
+struct WakerPair {
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl Wake for WakerPair {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.read.wake();
+        self.write.wake();
+    }
+}
+
+/// A WebSocket connection over `S` (a `TcpStream`, a TLS stream, a `DuplexStream`…).
+///
+/// - As a [`Stream`] it yields received messages: `Text`, `Binary`, and, for information,
+///   `Ping`, `Pong` (pings are answered automatically) and `Close` (the peer's close frame). A
+///   clean close ends the stream with `None`; a protocol violation yields
+///   `Err(Error::Protocol)` and a connection lost without a close handshake
+///   `Err(Error::AbnormalClosure)`, then `None`.
+/// - As a [`Sink`] it sends messages; `poll_ready` waits while more than
+///   [`WebSocketConfig::write_buffer_high_water`] bytes are queued. `poll_close` performs the
+///   close handshake with code 1000.
+/// - [`split`](Self::split) gives halves for two tasks.
+pub struct WebSocketStream<S> {
+    io: S,
+    conn: Connection,
+    config: WebSocketConfig,
+    read_buf: Box<[u8]>,
+    write_buf: Vec<u8>,
+    write_pos: usize,
+    needs_flush: bool,
+    shutdown_pending: bool,
+    /// The `Closed` event, once seen; the stream has ended.
+    closed: Option<Closed>,
+    /// The `Closed` event waiting for its close frame to be written before it is yielded.
+    closing_event: Option<Closed>,
+    close_timer: Option<Pin<Box<Sleep>>>,
+    io_failed: bool,
+    wakers: Arc<WakerPair>,
+    proxy: Waker,
+}
+
+impl<S> std::fmt::Debug for WebSocketStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketStream")
+            .field("conn", &self.conn)
+            .field("queued", &(self.write_buf.len() - self.write_pos))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// Wraps a transport on which the opening handshake is already done.
+    ///
+    /// `leftover` holds bytes read past the handshake head; they are the first WebSocket bytes.
+    pub fn from_raw(io: S, role: Role, config: WebSocketConfig, leftover: &[u8]) -> Self {
+        let mut conn =
+            Connection::new(role, config.protocol.clone(), Box::new(OsMaskSource::new()));
+        conn.handle_bytes(leftover);
+        let wakers = Arc::new(WakerPair::default());
+        let proxy = Waker::from(wakers.clone());
+        Self {
+            io,
+            conn,
+            read_buf: vec![0; config.read_buffer_size.max(1024)].into_boxed_slice(),
+            config,
+            write_buf: Vec::new(),
+            write_pos: 0,
+            needs_flush: false,
+            shutdown_pending: false,
+            closed: None,
+            closing_event: None,
+            close_timer: None,
+            io_failed: false,
+            wakers,
+            proxy,
+        }
+    }
+
+    /// The ready state.
+    pub fn state(&self) -> State {
+        if self.closed.is_some() {
+            State::Closed
+        } else {
+            match self.conn.state() {
+                // The Closed event is not delivered yet; to the user it is still closing.
+                State::Closed => State::Closing,
+                state => state,
+            }
+        }
+    }
+
+    /// How the connection ended, once the stream has yielded its last item.
+    pub fn close_info(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
+    /// Bytes accepted by `send` and not yet written to the transport.
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.buffered_amount() + self.write_buf.len() - self.write_pos
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The transport, mutably. Reading or writing it directly corrupts the connection.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Receives the next message; `None` once the connection is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a message is never lost when the future is dropped before completing.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        self.next().await
+    }
+
+    /// Sends a message and waits until it is written to the transport.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] when the connection is closing or the message is not valid (a control
+    /// frame over 125 bytes, a bad close code); [`Error::Io`] when the transport fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// The message is queued whole at the first poll; dropping the future later leaves it queued,
+    /// and it is written by the next operation on the stream.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.start_send_inner(message)?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Queues one fragment of a message (RFC 6455 §5.4) without waiting; see
+    /// [`Connection::send_fragment`]. Call [`flush`](Self::flush) to write it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] when the connection is closing or `kind` differs from the message in
+    /// progress.
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: &[u8],
+        fin: bool,
+    ) -> Result<(), Error> {
+        self.check_usable()?;
+        self.conn.send_fragment(kind, payload, fin)?;
+        Ok(())
+    }
+
+    /// Writes everything queued to the transport.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the transport fails.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Performs the close handshake: sends a close frame with `code` and `reason`, waits up to
+    /// the close timeout for the peer's, then shuts the transport down. Data messages that
+    /// arrive meanwhile are dropped, as in the browser. Calling it again after a close frame
+    /// was sent just waits for the end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] for a code that may not be sent or a reason over 123 bytes (nothing is
+    /// sent); [`Error::Io`] when the transport fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// The close frame is queued at the first poll; calling `close` again resumes the wait.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if self.conn.state() == State::Open {
+            self.conn.close(code, reason)?;
+        }
+        poll_fn(|cx| self.poll_close_handshake(cx)).await
+    }
+
+    /// Splits into a sending and a receiving half that can be used from two tasks.
+    pub fn split(self) -> (SplitSink<Self, Message>, SplitStream<Self>) {
+        futures_util::StreamExt::split(self)
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        if self.io_failed || self.closed.is_some() {
+            return Err(Error::Send(SendError::Closed));
+        }
+        Ok(())
+    }
+
+    /// Writes what the connection has to send; `Ready(Ok)` when nothing is left.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.io_failed {
+            return Poll::Ready(Err(Error::Io(io::ErrorKind::BrokenPipe.into())));
+        }
+        match self.poll_drain_io(cx) {
+            Poll::Ready(Err(e)) => {
+                self.io_failed = true;
+                self.conn.handle_eof();
+                Poll::Ready(Err(Error::Io(e)))
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_drain_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.wakers.write.register(cx.waker());
+        let mut proxy_cx = Context::from_waker(&self.proxy);
+        loop {
+            if self.write_pos == self.write_buf.len() {
+                self.write_buf.clear();
+                self.write_pos = 0;
+                match self.conn.poll_transmit(&mut self.write_buf) {
+                    Transmit::Idle if self.shutdown_pending => {
+                        ready!(Pin::new(&mut self.io).poll_shutdown(&mut proxy_cx))?;
+                        self.shutdown_pending = false;
+                        self.needs_flush = false;
+                    }
+                    Transmit::Idle => {
+                        if self.needs_flush {
+                            ready!(Pin::new(&mut self.io).poll_flush(&mut proxy_cx))?;
+                            self.needs_flush = false;
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    Transmit::Bytes => {}
+                    Transmit::Shutdown => self.shutdown_pending = true,
+                }
+                continue;
+            }
+            let n =
+                ready!(Pin::new(&mut self.io)
+                    .poll_write(&mut proxy_cx, &self.write_buf[self.write_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.write_pos += n;
+            self.needs_flush = true;
+        }
+    }
+
+    /// Reads once from the transport into the connection. `Ready(Ok)` means progress was made.
+    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.close_expected() {
+            let timeout = self.config.close_timeout;
+            let timer = self
+                .close_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if timer.as_mut().poll(cx).is_ready() {
+                self.conn.handle_timeout();
+                return Poll::Ready(Ok(()));
+            }
+        }
+        self.wakers.read.register(cx.waker());
+        let mut proxy_cx = Context::from_waker(&self.proxy);
+        let mut buf = ReadBuf::new(&mut self.read_buf);
+        match ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf)) {
+            Ok(()) => {
+                let filled = buf.filled();
+                if filled.is_empty() {
+                    self.conn.handle_eof();
+                } else {
+                    self.conn.handle_bytes(filled);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                self.io_failed = true;
+                self.conn.handle_eof();
+                Poll::Ready(Err(Error::Io(e)))
+            }
+        }
+    }
+
+    fn poll_next_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if self.closed.is_some() {
+                return Poll::Ready(None);
+            }
+            if let Some(closed) = self.closing_event.take() {
+                // Write the close frame (and shut down) before reporting the end, so that a
+                // caller who drops the stream on `None` or `Err` still closed properly.
+                if !self.io_failed {
+                    if self.poll_drain(cx).is_pending() {
+                        self.closing_event = Some(closed);
+                        return Poll::Pending;
+                    }
+                }
+                return Poll::Ready(self.finish(closed));
+            }
+            match self.conn.poll_event() {
+                Some(Event::Message(message)) => {
+                    // Answer pings (and echo a close) promptly, without waiting for a send.
+                    if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                        tracing::debug!(error = %e, "write failed while reading");
+                    }
+                    return Poll::Ready(Some(Ok(message)));
+                }
+                Some(Event::Closed(closed)) => {
+                    self.closing_event = Some(closed);
+                    continue;
+                }
+                None => {}
+            }
+            if !self.io_failed {
+                if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                    tracing::debug!(error = %e, "write failed while reading");
+                    continue;
+                }
+            }
+            ready!(self.poll_read_once(cx))
+                .err()
+                .inspect(|e| tracing::debug!(error = %e, "read failed"));
+        }
+    }
+
+    fn finish(&mut self, closed: Closed) -> Option<Result<Message, Error>> {
+        tracing::debug!(
+            code = closed.code.0,
+            clean = closed.was_clean,
+            "connection closed"
+        );
+        let result = match (&closed.error, closed.was_clean) {
+            (Some(err), _) => Some(Err(Error::Protocol(err.clone()))),
+            (None, false) => Some(Err(Error::AbnormalClosure)),
+            (None, true) => None,
+        };
+        self.closed = Some(closed);
+        result
+    }
+
+    /// Drives the connection until it is closed, dropping messages that arrive meanwhile.
+    fn poll_close_handshake(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            if self.closed.is_some() && !self.shutdown_pending {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_next_inner(cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    if self.io_failed {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return self.poll_drain(cx);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.check_usable()?;
+        if self.buffered_amount() >= self.config.write_buffer_high_water {
+            ready!(self.poll_drain(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
+        self.check_usable()?;
+        match message {
+            Message::Text(text) => self.conn.send(DataKind::Text, text.as_bytes()),
+            Message::Binary(data) => self.conn.send(DataKind::Binary, &data),
+            Message::Ping(data) => self.conn.ping(&data),
+            Message::Pong(data) => self.conn.pong(&data),
+            Message::Close(Some(frame)) => self.conn.close(frame.code, &frame.reason),
+            Message::Close(None) => self.conn.close(CloseCode::NORMAL, ""),
+        }?;
+        Ok(())
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_drain(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_inner(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FusedStream for WebSocketStream<S> {
+    fn is_terminated(&self) -> bool {
+        self.closed.is_some()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_ready_inner(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.get_mut().start_send_inner(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_flush_inner(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.conn.state() == State::Open {
+            this.conn.close(CloseCode::NORMAL, "")?;
+        }
+        this.poll_close_handshake(cx)
+    }
+}
