@@ -161,6 +161,8 @@ pub struct Connection {
     close_info: Option<(CloseCode, String, Initiator)>,
     closed: bool,
     shutdown_sent: bool,
+    /// A violation found while earlier events were still queued; acted on once they are taken.
+    deferred_failure: Option<ProtocolError>,
     events: VecDeque<Event>,
 }
 
@@ -197,6 +199,7 @@ impl Connection {
             close_info: None,
             closed: false,
             shutdown_sent: false,
+            deferred_failure: None,
             events: VecDeque::new(),
         }
     }
@@ -284,6 +287,9 @@ impl Connection {
     /// closes the connection abnormally (code 1006).
     pub fn handle_eof(&mut self) {
         self.read = ReadState::Discard;
+        if let Some(err) = self.deferred_failure.take() {
+            self.fail_now(err);
+        }
         if self.closed {
             return;
         }
@@ -327,7 +333,16 @@ impl Connection {
     }
 
     /// The next event, oldest first.
+    ///
+    /// A protocol violation found after complete messages in the same input is acted on (close
+    /// frame queued, [`Event::Closed`] emitted) only once those messages have been taken, so that
+    /// what the application sends in answer to them goes out before the close frame.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            if let Some(err) = self.deferred_failure.take() {
+                self.fail_now(err);
+            }
+        }
         self.events.pop_front()
     }
 
@@ -662,6 +677,17 @@ impl Connection {
     /// reading, report [`Event::Closed`] and shut the transport down.
     fn fail(&mut self, err: ProtocolError) {
         self.read = ReadState::Discard;
+        if self.closed || self.deferred_failure.is_some() {
+            return;
+        }
+        if !self.events.is_empty() {
+            self.deferred_failure = Some(err);
+            return;
+        }
+        self.fail_now(err);
+    }
+
+    fn fail_now(&mut self, err: ProtocolError) {
         if self.closed {
             return;
         }
