@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, with its own set-up. Safe to run again; runs on a fresh clone.
+#   formatting, clippy (warnings are errors), the protocol core's dependency rule, unit,
+#   property and integration tests, doc tests and rustdoc warnings, then the Autobahn
+#   TestSuite in both roles (scripts/autobahn.sh, which installs kosoku in target/venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+start=$(date +%s)
+
+step "rustfmt"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "sockeye-proto has no runtime, socket or TLS dependency"
+if cargo tree -p sockeye-proto -e normal --prefix none | grep -Ei '^(tokio|futures|mio|rustls|native-tls|async)'; then
+    echo "sockeye-proto must stay sans-I/O"; exit 1
+fi
+
+step "tests (unit, property, integration, doc)"
+cargo test --workspace --locked
+
+step "rustdoc"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
+
+step "autobahn (kosoku)"
+scripts/autobahn.sh
+
+printf '\n== all passed in %ss\n' "$(( $(date +%s) - start ))"
