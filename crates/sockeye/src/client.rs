@@ -136,18 +136,11 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         if let Some((response, used)) = handshake.handle_response(&buf)? {
-            tracing::debug!(
-                resource = request_resource(request),
-                "websocket client connected"
-            );
+            tracing::debug!(status = %response.status(), "websocket client connected");
             let ws = WebSocketStream::from_raw(io, Role::Client, config, &buf[used..]);
             return Ok((ws, response));
         }
     }
-}
-
-fn request_resource(request: &ClientRequest) -> String {
-    format!("{request:?}")
 }
 
 #[cfg(test)]

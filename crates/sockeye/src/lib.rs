@@ -56,6 +56,11 @@ pub use server::{accept, accept_with_config, Server};
 pub use stream::WebSocketStream;
 
 pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use sockeye_proto::{
     bytes, http, CloseCode, CloseFrame, Closed, DataKind, Initiator, Message, ProtocolError, Role,
     SendError, State, Utf8Bytes,

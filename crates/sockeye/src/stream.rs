@@ -325,11 +325,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             if let Some(closed) = self.closing_event.take() {
                 // Write the close frame (and shut down) before reporting the end, so that a
                 // caller who drops the stream on `None` or `Err` still closed properly.
-                if !self.io_failed {
-                    if self.poll_drain(cx).is_pending() {
-                        self.closing_event = Some(closed);
-                        return Poll::Pending;
-                    }
+                if !self.io_failed && self.poll_drain(cx).is_pending() {
+                    self.closing_event = Some(closed);
+                    return Poll::Pending;
                 }
                 return Poll::Ready(self.finish(closed));
             }
