@@ -37,13 +37,46 @@ struct Limits {
     /// Largest frame payload accepted, in bytes; larger ones close with 1009.
     #[arg(long, default_value_t = sockeye::WebSocketConfig::default().protocol.max_frame_size.unwrap_or(usize::MAX), value_name = "BYTES")]
     max_frame_size: usize,
+    /// Use permessage-deflate compression (RFC 7692): a server accepts clients' offers, a client
+    /// offers it. The message size limit applies to the decompressed size.
+    #[arg(long)]
+    deflate: bool,
+    /// With --deflate: the server resets its compression context after every message (a client
+    /// requests it, a server imposes it).
+    #[arg(long, requires = "deflate")]
+    deflate_server_no_context_takeover: bool,
+    /// With --deflate: the client resets its compression context after every message (a client
+    /// declares it in its offer, a server requests it).
+    #[arg(long, requires = "deflate")]
+    deflate_client_no_context_takeover: bool,
+    /// With --deflate: the server's LZ77 window as a power of two, 8-15 (a client requests it, a
+    /// server caps its own window).
+    #[arg(long, requires = "deflate", value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_server_max_window_bits: Option<u8>,
+    /// With --deflate: the client's LZ77 window as a power of two, 8-15 (a client limits itself,
+    /// a server requests it).
+    #[arg(long, requires = "deflate", value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_client_max_window_bits: Option<u8>,
+    /// With --deflate: messages shorter than this are sent uncompressed.
+    #[arg(long, requires = "deflate", value_name = "BYTES", default_value_t = 0)]
+    deflate_threshold: usize,
 }
 
 impl Limits {
     fn config(&self) -> WebSocketConfig {
+        let deflate = self.deflate.then(|| {
+            let mut deflate = sockeye::DeflateConfig::default();
+            deflate.server_no_context_takeover = self.deflate_server_no_context_takeover;
+            deflate.client_no_context_takeover = self.deflate_client_no_context_takeover;
+            deflate.server_max_window_bits = self.deflate_server_max_window_bits;
+            deflate.client_max_window_bits = self.deflate_client_max_window_bits;
+            deflate.compression_threshold = self.deflate_threshold;
+            deflate
+        });
         WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size))
+            .deflate(deflate)
     }
 }
 
@@ -127,7 +160,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?
         .config(args.limits.config());
     let addr = server.local_addr()?;
-    println!("sockeye: listening on ws://{addr}/ (mode {:?})", args.mode);
+    println!(
+        "sockeye: listening on ws://{addr}/ (mode {:?}{})",
+        args.mode,
+        if args.limits.deflate {
+            ", permessage-deflate"
+        } else {
+            ""
+        }
+    );
     match args.mode {
         Mode::Echo => {
             tokio::select! {

@@ -11,7 +11,9 @@
 //! 2. After every `handle_*`, [`send`](Connection::send) or [`close`](Connection::close), call
 //!    [`poll_transmit`](Connection::poll_transmit) until it returns [`Transmit::Idle`] and write
 //!    what it gave; on [`Transmit::Shutdown`] shut the transport's write side down.
-//! 3. Drain [`poll_event`](Connection::poll_event).
+//! 3. Drain [`poll_event`](Connection::poll_event), then call `poll_transmit` again: a
+//!    violation found behind complete messages queues its close frame only once those messages
+//!    are taken (so replies to them go out first).
 //! 4. While [`close_expected`](Connection::close_expected) is true, run a close timer; when it
 //!    fires, call [`handle_timeout`](Connection::handle_timeout).
 
@@ -21,6 +23,7 @@ use std::fmt;
 use bytes::BytesMut;
 
 use crate::config::Config;
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater, InflateError, Inflater};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{
     apply_mask, CloseCode, CloseFrame, FrameHeader, OpCode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD,
@@ -152,6 +155,12 @@ pub struct Connection {
     utf8: Utf8Validator,
     utf8_state: Utf8State,
     control: Vec<u8>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<Deflate>>,
+    /// Whether the data message being received is compressed (RSV1 on its first frame).
+    compressed: bool,
+    /// Whether the fragmented message being sent is compressed.
+    sending_compressed: bool,
     out: Vec<u8>,
     /// Kind of the fragmented message being sent, if any.
     sending: Option<DataKind>,
@@ -192,6 +201,9 @@ impl Connection {
             utf8: Utf8Validator::new(),
             utf8_state: Utf8State::Complete,
             control: Vec::new(),
+            deflate: None,
+            compressed: false,
+            sending_compressed: false,
             out: Vec::new(),
             sending: None,
             close_sent: false,
@@ -202,6 +214,39 @@ impl Connection {
             deferred_failure: None,
             events: VecDeque::new(),
         }
+    }
+
+    /// Enables permessage-deflate with the parameters agreed in the opening handshake; `config`
+    /// gives this end's compression level and threshold.
+    #[must_use]
+    pub fn with_deflate(mut self, params: DeflateParams, config: &DeflateConfig) -> Self {
+        let (own_bits, own_reset, peer_bits, peer_reset) = match self.role {
+            Role::Server => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+            ),
+        };
+        self.deflate = Some(Box::new(Deflate {
+            deflater: Deflater::new(own_bits, own_reset, config.level),
+            inflater: Inflater::new(peer_bits, peer_reset),
+            threshold: config.compression_threshold,
+            params,
+            scratch: Vec::new(),
+        }));
+        self
+    }
+
+    /// The permessage-deflate parameters in force, if it was negotiated.
+    pub fn deflate_params(&self) -> Option<&DeflateParams> {
+        self.deflate.as_deref().map(|d| &d.params)
     }
 
     /// This end's role.
@@ -314,6 +359,9 @@ impl Connection {
     /// Reports that the close timer armed while [`close_expected`](Self::close_expected) fired:
     /// the connection is closed now and the transport should be dropped.
     pub fn handle_timeout(&mut self) {
+        if let Some(err) = self.deferred_failure.take() {
+            self.fail_now(err);
+        }
         if !self.close_expected() {
             return;
         }
@@ -375,8 +423,35 @@ impl Connection {
         if self.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        self.write_frame(opcode_of(kind), true, payload);
+        let compress = self.should_compress(payload.len());
+        self.write_data(opcode_of(kind), true, compress, payload);
         Ok(())
+    }
+
+    fn should_compress(&self, len: usize) -> bool {
+        self.deflate
+            .as_deref()
+            .is_some_and(|d| d.deflater.is_enabled() && len >= d.threshold)
+    }
+
+    /// Writes a data frame, compressing its payload when `compress` (RSV1 goes on the first
+    /// frame of the message only, §6.1 of RFC 7692).
+    fn write_data(&mut self, opcode: OpCode, fin: bool, compress: bool, payload: &[u8]) {
+        match self.deflate.as_deref_mut() {
+            Some(deflate) if compress => {
+                let mut scratch = std::mem::take(&mut deflate.scratch);
+                scratch.clear();
+                deflate.deflater.compress(payload, fin, &mut scratch);
+                let rsv1 = opcode != OpCode::Continuation;
+                self.write_frame_with(opcode, fin, rsv1, &scratch);
+                if let Some(deflate) = self.deflate.as_deref_mut() {
+                    if scratch.capacity() <= SCRATCH_KEEP {
+                        deflate.scratch = scratch;
+                    }
+                }
+            }
+            _ => self.write_frame(opcode, fin, payload),
+        }
     }
 
     /// Queues one fragment of a message (§5.4). The first call's `kind` sets the message's type;
@@ -395,12 +470,16 @@ impl Connection {
     ) -> Result<(), SendError> {
         self.check_open()?;
         let opcode = match self.sending {
-            None => opcode_of(kind),
+            None => {
+                self.sending_compressed = self.should_compress(payload.len());
+                opcode_of(kind)
+            }
             Some(current) if current == kind => OpCode::Continuation,
             Some(_) => return Err(SendError::FragmentInProgress),
         };
         self.sending = if fin { None } else { Some(kind) };
-        self.write_frame(opcode, fin, payload);
+        let compress = self.sending_compressed;
+        self.write_data(opcode, fin, compress, payload);
         Ok(())
     }
 
@@ -480,8 +559,13 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        self.write_frame_with(opcode, fin, false, payload);
+    }
+
+    fn write_frame_with(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) {
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
+        header.rsv1 = rsv1;
         if self.role == Role::Client {
             header.mask = Some(self.masks.next_mask());
         }
@@ -500,6 +584,7 @@ impl Connection {
         }
         if let Some(kind) = data_kind(header.opcode) {
             self.receiving = Some(kind);
+            self.compressed = header.rsv1;
             self.message.clear();
             self.utf8.reset();
             self.utf8_state = Utf8State::Complete;
@@ -526,7 +611,14 @@ impl Connection {
         // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for non-zero
         // values. If a nonzero value is received ... the receiving endpoint MUST _Fail the
         // WebSocket Connection_."
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        // RFC 7692 §6.1: RSV1 marks the first frame of a compressed message; on a control or
+        // continuation frame, or without the extension, it is a violation.
+        if header.rsv1
+            && (self.deflate.is_none() || !matches!(header.opcode, OpCode::Text | OpCode::Binary))
+        {
             return Err(ProtocolError::ReservedBits);
         }
         if header.opcode.is_control() {
@@ -552,7 +644,13 @@ impl Connection {
                 return Err(ProtocolError::FrameTooBig { limit });
             }
         }
-        if let Some(limit) = self.config.max_message_size {
+        let compressed = if header.opcode == OpCode::Continuation {
+            self.compressed
+        } else {
+            header.rsv1
+        };
+        // A compressed message's size is known only while inflating; it is checked there.
+        if let (Some(limit), false) = (self.config.max_message_size, compressed) {
             let so_far = if header.opcode == OpCode::Continuation {
                 self.message.len() as u64
             } else {
@@ -574,11 +672,54 @@ impl Connection {
             }
             return;
         }
-        let start = self.message.len();
-        self.message.extend_from_slice(chunk);
-        if let Some(key) = header.mask {
-            apply_mask(&mut self.message[start..], key, offset);
+        if self.compressed {
+            if let Err(err) = self.inflate_chunk(header, chunk, offset) {
+                return self.fail(err);
+            }
+        } else {
+            let start = self.message.len();
+            self.message.extend_from_slice(chunk);
+            if let Some(key) = header.mask {
+                apply_mask(&mut self.message[start..], key, offset);
+            }
         }
+        self.check_text();
+    }
+
+    fn inflate_chunk(
+        &mut self,
+        header: &FrameHeader,
+        chunk: &[u8],
+        offset: usize,
+    ) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        let result = match header.mask {
+            Some(key) => {
+                let mut scratch = std::mem::take(&mut deflate.scratch);
+                scratch.clear();
+                scratch.extend_from_slice(chunk);
+                apply_mask(&mut scratch, key, offset);
+                let result = deflate.inflater.inflate(
+                    &scratch,
+                    &mut self.message,
+                    limit.unwrap_or(usize::MAX),
+                );
+                if scratch.capacity() <= SCRATCH_KEEP {
+                    deflate.scratch = scratch;
+                }
+                result
+            }
+            None => deflate
+                .inflater
+                .inflate(chunk, &mut self.message, limit.unwrap_or(usize::MAX)),
+        };
+        result.map_err(|err| inflate_error(err, limit))
+    }
+
+    fn check_text(&mut self) {
         if self.receiving == Some(DataKind::Text) {
             // RFC 6455 §8.1: "When an endpoint is to interpret a byte stream as UTF-8 but finds
             // that the byte stream is not, in fact, a valid UTF-8 stream, that endpoint MUST
@@ -618,6 +759,24 @@ impl Connection {
     }
 
     fn finish_message(&mut self) {
+        if self.compressed {
+            self.compressed = false;
+            let limit = self.config.max_message_size;
+            let result = match self.deflate.as_deref_mut() {
+                Some(deflate) => deflate
+                    .inflater
+                    .finish_message(&mut self.message, limit.unwrap_or(usize::MAX))
+                    .map_err(|err| inflate_error(err, limit)),
+                None => Err(ProtocolError::ReservedBits),
+            };
+            if let Err(err) = result {
+                return self.fail(err);
+            }
+            self.check_text();
+            if self.closed || self.deferred_failure.is_some() {
+                return;
+            }
+        }
         let kind = self.receiving.take();
         let payload = self.message.split().freeze();
         let message = match kind {
@@ -719,6 +878,28 @@ impl Connection {
             was_clean,
             error,
         }));
+    }
+}
+
+/// Scratch buffers larger than this are freed after use rather than kept.
+const SCRATCH_KEEP: usize = 64 << 10;
+
+/// permessage-deflate state of a connection.
+struct Deflate {
+    deflater: Deflater,
+    inflater: Inflater,
+    threshold: usize,
+    params: DeflateParams,
+    /// Unmasked input or compressed output, reused between messages.
+    scratch: Vec<u8>,
+}
+
+fn inflate_error(err: InflateError, limit: Option<usize>) -> ProtocolError {
+    match err {
+        InflateError::TooBig => ProtocolError::MessageTooBig {
+            limit: limit.unwrap_or(usize::MAX),
+        },
+        InflateError::Invalid => ProtocolError::InvalidCompressedData,
     }
 }
 

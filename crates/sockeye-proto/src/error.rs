@@ -42,11 +42,16 @@ pub enum ProtocolError {
         /// The configured limit in bytes.
         limit: usize,
     },
-    /// A message larger than `Config::max_message_size` (§10.4).
+    /// A message larger than `Config::max_message_size` (§10.4); for a compressed message, its
+    /// size after decompression.
     MessageTooBig {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// A compressed message that is not valid DEFLATE data (RFC 7692 §8: "the receiving
+    /// endpoint MUST _Fail the WebSocket Connection_"). sockeye closes with 1007: the payload is
+    /// inconsistent with the message's type.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -65,7 +70,7 @@ impl ProtocolError {
             | Self::ExpectedContinuation
             | Self::InvalidCloseFrame
             | Self::InvalidCloseCode(_) => CloseCode::PROTOCOL_ERROR,
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
         }
     }
@@ -89,6 +94,7 @@ impl fmt::Display for ProtocolError {
             Self::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             Self::FrameTooBig { limit } => write!(f, "frame larger than {limit} bytes"),
             Self::MessageTooBig { limit } => write!(f, "message larger than {limit} bytes"),
+            Self::InvalidCompressedData => f.write_str("invalid compressed data"),
         }
     }
 }

@@ -108,7 +108,10 @@ pub async fn connect_with_config(
     tokio::time::timeout(deadline, async {
         let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
         tcp.set_nodelay(true)?;
-        let request = ClientRequest::new(url.host_header.clone(), url.resource.clone());
+        let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone());
+        if let Some(deflate) = &config.deflate {
+            request = request.deflate(deflate.clone());
+        }
         client_handshake(tcp, &request, config).await
     })
     .await
@@ -127,7 +130,7 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     config: WebSocketConfig,
 ) -> Result<(WebSocketStream<S>, Response<()>), Error> {
     let mut out = Vec::new();
-    let handshake = ClientHandshake::new(request, nonce()?, config.handshake.clone(), &mut out);
+    let mut handshake = ClientHandshake::new(request, nonce()?, config.handshake.clone(), &mut out);
     io.write_all(&out).await?;
     io.flush().await?;
     let mut buf = Vec::with_capacity(1024);
@@ -137,7 +140,14 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if let Some((response, used)) = handshake.handle_response(&buf)? {
             tracing::debug!(status = %response.status(), "websocket client connected");
-            let ws = WebSocketStream::from_raw(io, Role::Client, config, &buf[used..]);
+            let deflate = handshake.deflate();
+            let ws = WebSocketStream::from_raw_negotiated(
+                io,
+                Role::Client,
+                config,
+                deflate,
+                &buf[used..],
+            );
             return Ok((ws, response));
         }
     }

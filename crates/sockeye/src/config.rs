@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sockeye_proto::deflate::DeflateConfig;
 use sockeye_proto::handshake::HandshakeConfig;
 
 /// Settings for a client or server connection.
@@ -31,6 +32,12 @@ pub struct WebSocketConfig {
     ///
     /// Default: 64 KiB.
     pub read_buffer_size: usize,
+    /// permessage-deflate (RFC 7692): a client offers it, a server accepts offers. Costs CPU and
+    /// about 300 KiB of zlib state per connection; `max_message_size` bounds the *decompressed*
+    /// size, checked while inflating.
+    ///
+    /// Default: `None` (off).
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for WebSocketConfig {
@@ -42,6 +49,7 @@ impl Default for WebSocketConfig {
             close_timeout: Duration::from_secs(10),
             write_buffer_high_water: 64 << 10,
             read_buffer_size: 64 << 10,
+            deflate: None,
         }
     }
 }
@@ -72,6 +80,13 @@ impl WebSocketConfig {
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`deflate`](Self::deflate).
+    #[must_use]
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
         self
     }
 

@@ -55,6 +55,7 @@ pub use error::{Error, UrlError};
 pub use server::{accept, accept_with_config, Server};
 pub use stream::WebSocketStream;
 
+pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};
 
 /// The README's examples, compiled as doc tests.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::Request;
 use sockeye_proto::handshake::{
-    accept_response, parse_request, reject_response, write_response, HandshakeError,
+    accept_response_with, parse_request, reject_response, write_response, HandshakeError,
 };
 use sockeye_proto::Role;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -56,11 +56,18 @@ pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
     let mut out = Vec::new();
     match result {
         Ok((request, used)) => {
-            write_response(&accept_response(&request), b"", &mut out);
+            let (response, deflate) = accept_response_with(&request, config.deflate.as_ref());
+            write_response(&response, b"", &mut out);
             io.write_all(&out).await?;
             io.flush().await?;
             tracing::debug!(path = %request.uri(), "websocket connection accepted");
-            let ws = WebSocketStream::from_raw(io, Role::Server, config, &buf[used..]);
+            let ws = WebSocketStream::from_raw_negotiated(
+                io,
+                Role::Server,
+                config,
+                deflate,
+                &buf[used..],
+            );
             Ok((ws, request))
         }
         Err(err) => {

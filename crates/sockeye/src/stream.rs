@@ -12,6 +12,7 @@ use futures_sink::Sink;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::StreamExt as _;
+use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
 };
@@ -23,7 +24,10 @@ use crate::error::Error;
 use crate::mask::OsMaskSource;
 
 /// Wakes both the task reading and the task writing: the transport keeps one waker per
-/// direction, and either half may be the one that polled it last.
+/// direction, and either half may be the one that polled it last. `read` holds the waker of the
+/// last `poll_next`, `write` that of the last `Sink` poll, `send`, `flush` or `close`; the
+/// transport and the close timer are only ever polled with the proxy, so neither half can
+/// overwrite the other's waker.
 #[derive(Debug, Default)]
 struct WakerPair {
     read: AtomicWaker,
@@ -85,8 +89,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     ///
     /// `leftover` holds bytes read past the handshake head; they are the first WebSocket bytes.
     pub fn from_raw(io: S, role: Role, config: WebSocketConfig, leftover: &[u8]) -> Self {
+        Self::from_raw_negotiated(io, role, config, None, leftover)
+    }
+
+    /// Like [`from_raw`](Self::from_raw), with the permessage-deflate parameters agreed in the
+    /// handshake (`config.deflate` supplies the compression level and threshold).
+    pub fn from_raw_negotiated(
+        io: S,
+        role: Role,
+        config: WebSocketConfig,
+        deflate: Option<DeflateParams>,
+        leftover: &[u8],
+    ) -> Self {
         let mut conn =
             Connection::new(role, config.protocol.clone(), Box::new(OsMaskSource::new()));
+        if let Some(params) = deflate {
+            let deflate_config = config.deflate.clone().unwrap_or_default();
+            conn = conn.with_deflate(params, &deflate_config);
+        }
         conn.handle_bytes(leftover);
         let wakers = Arc::new(WakerPair::default());
         let proxy = Waker::from(wakers.clone());
@@ -129,6 +149,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Bytes accepted by `send` and not yet written to the transport.
     pub fn buffered_amount(&self) -> usize {
         self.conn.buffered_amount() + self.write_buf.len() - self.write_pos
+    }
+
+    /// The extensions in force, as the `Sec-WebSocket-Extensions` value agreed in the handshake
+    /// (the browser's `WebSocket.extensions`); empty when none.
+    pub fn extensions(&self) -> String {
+        self.conn
+            .deflate_params()
+            .map_or_else(String::new, ToString::to_string)
     }
 
     /// The settings in force.
@@ -217,7 +245,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if self.conn.state() == State::Open {
             self.conn.close(code, reason)?;
         }
-        poll_fn(|cx| self.poll_close_handshake(cx)).await
+        poll_fn(|cx| {
+            self.wakers.write.register(cx.waker());
+            self.poll_close_handshake()
+        })
+        .await
     }
 
     /// Splits into a sending and a receiving half that can be used from two tasks.
@@ -233,11 +265,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Writes what the connection has to send; `Ready(Ok)` when nothing is left.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_drain(&mut self) -> Poll<Result<(), Error>> {
         if self.io_failed {
             return Poll::Ready(Err(Error::Io(io::ErrorKind::BrokenPipe.into())));
         }
-        match self.poll_drain_io(cx) {
+        match self.poll_drain_io() {
             Poll::Ready(Err(e)) => {
                 self.io_failed = true;
                 self.conn.handle_eof();
@@ -248,8 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         }
     }
 
-    fn poll_drain_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.wakers.write.register(cx.waker());
+    fn poll_drain_io(&mut self) -> Poll<io::Result<()>> {
         let mut proxy_cx = Context::from_waker(&self.proxy);
         loop {
             if self.write_pos == self.write_buf.len() {
@@ -285,18 +316,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Reads once from the transport into the connection. `Ready(Ok)` means progress was made.
-    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.conn.close_expected() {
-            let timeout = self.config.close_timeout;
-            let timer = self
-                .close_timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if timer.as_mut().poll(cx).is_ready() {
-                self.conn.handle_timeout();
-                return Poll::Ready(Ok(()));
-            }
+    fn poll_read_once(&mut self) -> Poll<Result<(), Error>> {
+        if self.conn.close_expected() && self.poll_close_timer() {
+            self.conn.handle_timeout();
+            return Poll::Ready(Ok(()));
         }
-        self.wakers.read.register(cx.waker());
         let mut proxy_cx = Context::from_waker(&self.proxy);
         let mut buf = ReadBuf::new(&mut self.read_buf);
         match ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf)) {
@@ -317,15 +341,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         }
     }
 
-    fn poll_next_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+    /// Polls the close timer, started at its first poll; true once it has fired.
+    fn poll_close_timer(&mut self) -> bool {
+        let timeout = self.config.close_timeout;
+        let timer = self
+            .close_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let mut proxy_cx = Context::from_waker(&self.proxy);
+        timer.as_mut().poll(&mut proxy_cx).is_ready()
+    }
+
+    fn poll_next_inner(&mut self) -> Poll<Option<Result<Message, Error>>> {
         loop {
             if self.closed.is_some() {
                 return Poll::Ready(None);
             }
             if let Some(closed) = self.closing_event.take() {
                 // Write the close frame (and shut down) before reporting the end, so that a
-                // caller who drops the stream on `None` or `Err` still closed properly.
-                if !self.io_failed && self.poll_drain(cx).is_pending() {
+                // caller who drops the stream on `None` or `Err` still closed properly; but a
+                // peer that reads nothing is not waited for beyond the close timeout.
+                if !self.io_failed && self.poll_drain().is_pending() && !self.poll_close_timer() {
                     self.closing_event = Some(closed);
                     return Poll::Pending;
                 }
@@ -334,7 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             match self.conn.poll_event() {
                 Some(Event::Message(message)) => {
                     // Answer pings (and echo a close) promptly, without waiting for a send.
-                    if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                    if let Poll::Ready(Err(e)) = self.poll_drain() {
                         tracing::debug!(error = %e, "write failed while reading");
                     }
                     return Poll::Ready(Some(Ok(message)));
@@ -346,12 +381,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 None => {}
             }
             if !self.io_failed {
-                if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                if let Poll::Ready(Err(e)) = self.poll_drain() {
                     tracing::debug!(error = %e, "write failed while reading");
                     continue;
                 }
             }
-            ready!(self.poll_read_once(cx))
+            ready!(self.poll_read_once())
                 .err()
                 .inspect(|e| tracing::debug!(error = %e, "read failed"));
         }
@@ -373,19 +408,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Drives the connection until it is closed, dropping messages that arrive meanwhile.
-    fn poll_close_handshake(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_close_handshake(&mut self) -> Poll<Result<(), Error>> {
         loop {
             if self.closed.is_some() && !self.shutdown_pending {
                 return Poll::Ready(Ok(()));
             }
-            match self.poll_next_inner(cx) {
+            match self.poll_next_inner() {
                 Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => {
                     if self.io_failed {
                         return Poll::Ready(Ok(()));
                     }
-                    return self.poll_drain(cx);
+                    return self.poll_drain();
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -393,9 +428,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.wakers.write.register(cx.waker());
         self.check_usable()?;
         if self.buffered_amount() >= self.config.write_buffer_high_water {
-            ready!(self.poll_drain(cx))?;
+            ready!(self.poll_drain())?;
         }
         Poll::Ready(Ok(()))
     }
@@ -414,7 +450,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.poll_drain(cx)
+        self.wakers.write.register(cx.waker());
+        self.poll_drain()
     }
 }
 
@@ -422,7 +459,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_next_inner(cx)
+        let this = self.get_mut();
+        this.wakers.read.register(cx.waker());
+        this.poll_next_inner()
     }
 }
 
@@ -452,6 +491,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         if this.conn.state() == State::Open {
             this.conn.close(CloseCode::NORMAL, "")?;
         }
-        this.poll_close_handshake(cx)
+        this.wakers.write.register(cx.waker());
+        this.poll_close_handshake()
     }
 }

@@ -10,6 +10,7 @@ use http::{Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, key_from_nonce};
 use super::{check_partial_size, from_httparse, header_has_token, HandshakeConfig, HandshakeError};
+use crate::deflate::{DeflateConfig, DeflateParams, ExtensionError};
 
 /// What the client asks for: target, origin and extra headers.
 #[derive(Debug, Clone)]
@@ -17,6 +18,7 @@ pub struct ClientRequest {
     host: String,
     resource: String,
     headers: HeaderMap,
+    deflate: Option<DeflateConfig>,
 }
 
 impl ClientRequest {
@@ -32,7 +34,15 @@ impl ClientRequest {
                 resource
             },
             headers: HeaderMap::new(),
+            deflate: None,
         }
+    }
+
+    /// Offers permessage-deflate with `config` (RFC 7692).
+    #[must_use]
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
+        self
     }
 
     /// Sets the `Origin` header.
@@ -55,6 +65,8 @@ impl ClientRequest {
 pub struct ClientHandshake {
     expected_accept: String,
     config: HandshakeConfig,
+    deflate_offer: Option<DeflateConfig>,
+    deflate: Option<DeflateParams>,
 }
 
 impl ClientHandshake {
@@ -76,12 +88,18 @@ impl ClientHandshake {
         );
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\r\n");
+        if let Some(deflate) = &request.deflate {
+            out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+            out.extend_from_slice(deflate.offer().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         let own = [
             HOST,
             UPGRADE,
             CONNECTION,
             SEC_WEBSOCKET_VERSION,
             SEC_WEBSOCKET_KEY,
+            SEC_WEBSOCKET_EXTENSIONS,
         ];
         for (name, value) in &request.headers {
             if own.contains(name) {
@@ -96,7 +114,15 @@ impl ClientHandshake {
         Self {
             expected_accept: accept_key(key.as_bytes()),
             config,
+            deflate_offer: request.deflate.clone(),
+            deflate: None,
         }
+    }
+
+    /// The permessage-deflate parameters the server agreed to, after a successful
+    /// [`handle_response`](Self::handle_response).
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
     }
 
     /// Parses and validates the server's response at the start of `buf`.
@@ -111,7 +137,7 @@ impl ClientHandshake {
     /// `Sec-WebSocket-Accept`, and `UnexpectedExtension`/`UnexpectedProtocol` when the server
     /// selects what was not offered (§4.1: "the client MUST _Fail the WebSocket Connection_").
     pub fn handle_response(
-        &self,
+        &mut self,
         buf: &[u8],
     ) -> Result<Option<(Response<()>, usize)>, HandshakeError> {
         let mut headers = vec![httparse::EMPTY_HEADER; self.config.max_headers];
@@ -168,7 +194,18 @@ impl ClientHandshake {
             _ => return Err(HandshakeError::BadAccept),
         }
         if headers.contains_key(SEC_WEBSOCKET_EXTENSIONS) {
-            return Err(HandshakeError::UnexpectedExtension);
+            let Some(offer) = &self.deflate_offer else {
+                return Err(HandshakeError::UnexpectedExtension);
+            };
+            let values = headers
+                .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .map(HeaderValue::as_bytes);
+            self.deflate = match offer.check_response(values) {
+                Ok(params) => params,
+                Err(ExtensionError::NotOffered) => return Err(HandshakeError::UnexpectedExtension),
+                Err(e) => return Err(HandshakeError::InvalidExtension(e)),
+            };
         }
         if headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
             return Err(HandshakeError::UnexpectedProtocol);
@@ -180,7 +217,28 @@ impl ClientHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::{accept_response, parse_request, write_response};
+    use crate::handshake::{accept_response, accept_response_with, parse_request, write_response};
+
+    #[test]
+    fn deflate_is_offered_and_agreed() {
+        let mut out = Vec::new();
+        let request = ClientRequest::new("h", "/").deflate(DeflateConfig::default());
+        let mut handshake =
+            ClientHandshake::new(&request, [3; 16], HandshakeConfig::default(), &mut out);
+        let (request, _) = parse_request(&out, &HandshakeConfig::default())
+            .unwrap()
+            .unwrap();
+        let (response, params) = accept_response_with(&request, Some(&DeflateConfig::default()));
+        assert!(params.is_some());
+        let mut bytes = Vec::new();
+        write_response(&response, b"", &mut bytes);
+        handshake.handle_response(&bytes).unwrap().unwrap();
+        assert_eq!(handshake.deflate(), params);
+        // Without an offer the server answers without the extension.
+        let (response, params) = accept_response_with(&request, None);
+        assert!(params.is_none());
+        assert!(!response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS));
+    }
 
     fn start() -> (ClientHandshake, Vec<u8>) {
         let mut out = Vec::new();
@@ -197,7 +255,7 @@ mod tests {
 
     #[test]
     fn request_is_accepted_by_our_server_and_response_by_our_client() {
-        let (handshake, request_bytes) = start();
+        let (mut handshake, request_bytes) = start();
         let (request, _) = parse_request(&request_bytes, &HandshakeConfig::default())
             .unwrap()
             .unwrap();
@@ -222,14 +280,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_responses() {
-        let (handshake, request_bytes) = start();
+        let (mut handshake, request_bytes) = start();
         let (request, _) = parse_request(&request_bytes, &HandshakeConfig::default())
             .unwrap()
             .unwrap();
         let mut good = Vec::new();
         write_response(&accept_response(&request), b"", &mut good);
         let good = String::from_utf8(good).unwrap();
-        let check = |from: &str, to: &str, want: HandshakeError| {
+        let mut check = |from: &str, to: &str, want: HandshakeError| {
             let bad = good.replacen(from, to, 1);
             assert_eq!(
                 handshake.handle_response(bad.as_bytes()).unwrap_err(),

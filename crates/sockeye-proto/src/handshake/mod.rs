@@ -10,7 +10,11 @@ mod server;
 
 pub use accept_key::{accept_key, key_from_nonce, WEBSOCKET_GUID};
 pub use client::{ClientHandshake, ClientRequest};
-pub use server::{accept_response, parse_request, reject_response, write_response};
+pub use server::{
+    accept_response, accept_response_with, parse_request, reject_response, write_response,
+};
+
+use crate::deflate::ExtensionError;
 
 use std::fmt;
 
@@ -68,6 +72,9 @@ pub enum HandshakeError {
     BadAccept,
     /// The server selected an extension the client did not offer.
     UnexpectedExtension,
+    /// The server's `Sec-WebSocket-Extensions` response is malformed or grants parameters that
+    /// were not offered (RFC 7692 §5).
+    InvalidExtension(ExtensionError),
     /// The server selected a subprotocol the client did not offer.
     UnexpectedProtocol,
 }
@@ -85,6 +92,7 @@ impl HandshakeError {
             | Self::UnexpectedStatus(_)
             | Self::BadAccept
             | Self::UnexpectedExtension
+            | Self::InvalidExtension(_)
             | Self::UnexpectedProtocol => 400,
         }
     }
@@ -103,6 +111,7 @@ impl fmt::Display for HandshakeError {
             Self::UnexpectedStatus(code) => write!(f, "server answered {code}, not 101"),
             Self::BadAccept => f.write_str("sec-websocket-accept does not match the key"),
             Self::UnexpectedExtension => f.write_str("server selected an extension not offered"),
+            Self::InvalidExtension(e) => write!(f, "bad extension response: {e}"),
             Self::UnexpectedProtocol => f.write_str("server selected a subprotocol not offered"),
         }
     }

@@ -3,12 +3,14 @@
 
 use http::header::{
     HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
-    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, is_valid_key};
 use super::{check_partial_size, from_httparse, header_has_token, HandshakeConfig, HandshakeError};
+use crate::deflate::{DeflateConfig, DeflateParams};
 
 /// Parses and validates an upgrade request at the start of `buf`.
 ///
@@ -103,7 +105,35 @@ fn validate_request(request: &Request<()>) -> Result<(), HandshakeError> {
     }
 }
 
-/// The `101 Switching Protocols` answer to a request accepted by [`parse_request`].
+/// The `101 Switching Protocols` answer to a request accepted by [`parse_request`], accepting
+/// the first acceptable permessage-deflate offer when `deflate` is given. Returns the response
+/// and the agreed parameters (`None`: no compression).
+pub fn accept_response_with(
+    request: &Request<()>,
+    deflate: Option<&DeflateConfig>,
+) -> (Response<()>, Option<DeflateParams>) {
+    let mut response = accept_response(request);
+    let params = deflate.and_then(|config| {
+        config.accept_offer(
+            request
+                .headers()
+                .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+    });
+    if let Some(params) = &params {
+        if let Ok(value) = HeaderValue::from_str(&params.to_string()) {
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
+    (response, params)
+}
+
+/// The `101 Switching Protocols` answer to a request accepted by [`parse_request`], with no
+/// extension.
 pub fn accept_response(request: &Request<()>) -> Response<()> {
     let key = request
         .headers()
