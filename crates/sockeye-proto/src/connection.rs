@@ -170,8 +170,9 @@ pub struct Connection {
     close_info: Option<(CloseCode, String, Initiator)>,
     closed: bool,
     shutdown_sent: bool,
-    /// A violation found while earlier events were still queued; acted on once they are taken.
-    deferred_failure: Option<ProtocolError>,
+    /// A violation or the peer's close frame, found while earlier events were still queued;
+    /// acted on once they are taken.
+    deferred: Option<Deferred>,
     events: VecDeque<Event>,
 }
 
@@ -211,7 +212,7 @@ impl Connection {
             close_info: None,
             closed: false,
             shutdown_sent: false,
-            deferred_failure: None,
+            deferred: None,
             events: VecDeque::new(),
         }
     }
@@ -332,9 +333,7 @@ impl Connection {
     /// closes the connection abnormally (code 1006).
     pub fn handle_eof(&mut self) {
         self.read = ReadState::Discard;
-        if let Some(err) = self.deferred_failure.take() {
-            self.fail_now(err);
-        }
+        self.run_deferred();
         if self.closed {
             return;
         }
@@ -359,9 +358,7 @@ impl Connection {
     /// Reports that the close timer armed while [`close_expected`](Self::close_expected) fired:
     /// the connection is closed now and the transport should be dropped.
     pub fn handle_timeout(&mut self) {
-        if let Some(err) = self.deferred_failure.take() {
-            self.fail_now(err);
-        }
+        self.run_deferred();
         if !self.close_expected() {
             return;
         }
@@ -382,14 +379,13 @@ impl Connection {
 
     /// The next event, oldest first.
     ///
-    /// A protocol violation found after complete messages in the same input is acted on (close
-    /// frame queued, [`Event::Closed`] emitted) only once those messages have been taken, so that
-    /// what the application sends in answer to them goes out before the close frame.
+    /// A protocol violation or a close frame found after complete messages in the same input is
+    /// acted on (close frame queued, [`Event::Closed`] emitted) only once those messages have
+    /// been taken, so that what the application sends in answer to them goes out before the
+    /// close frame.
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() {
-            if let Some(err) = self.deferred_failure.take() {
-                self.fail_now(err);
-            }
+            self.run_deferred();
         }
         self.events.pop_front()
     }
@@ -773,7 +769,7 @@ impl Connection {
                 return self.fail(err);
             }
             self.check_text();
-            if self.closed || self.deferred_failure.is_some() {
+            if self.closed || self.deferred.is_some() {
                 return;
             }
         }
@@ -802,6 +798,26 @@ impl Connection {
         };
         // §5.5.1: "After sending a Close frame, the endpoint MUST NOT send any further data
         // frames"; after receiving one, nothing further is read.
+        self.read = ReadState::Discard;
+        if !self.close_sent && !self.events.is_empty() {
+            // Messages that came before the close frame are still unread: answer the close
+            // once they are taken, so that replies to them can still be sent.
+            self.deferred = Some(Deferred::Close(frame));
+            return;
+        }
+        self.accept_close(frame);
+    }
+
+    /// Acts on a deferred violation or close frame.
+    fn run_deferred(&mut self) {
+        match self.deferred.take() {
+            Some(Deferred::Failure(err)) => self.fail_now(err),
+            Some(Deferred::Close(frame)) => self.accept_close(frame),
+            None => {}
+        }
+    }
+
+    fn accept_close(&mut self, frame: Option<CloseFrame>) {
         self.read = ReadState::Discard;
         self.close_received = true;
         let (code, reason) = match &frame {
@@ -836,11 +852,11 @@ impl Connection {
     /// reading, report [`Event::Closed`] and shut the transport down.
     fn fail(&mut self, err: ProtocolError) {
         self.read = ReadState::Discard;
-        if self.closed || self.deferred_failure.is_some() {
+        if self.closed || self.deferred.is_some() {
             return;
         }
         if !self.events.is_empty() {
-            self.deferred_failure = Some(err);
+            self.deferred = Some(Deferred::Failure(err));
             return;
         }
         self.fail_now(err);
@@ -879,6 +895,13 @@ impl Connection {
             error,
         }));
     }
+}
+
+/// Input acted on only after the events before it are taken.
+#[derive(Debug)]
+enum Deferred {
+    Failure(ProtocolError),
+    Close(Option<CloseFrame>),
 }
 
 /// Scratch buffers larger than this are freed after use rather than kept.
