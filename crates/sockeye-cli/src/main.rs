@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -60,6 +61,25 @@ struct Limits {
     /// With --deflate: messages shorter than this are sent uncompressed.
     #[arg(long, requires = "deflate", value_name = "BYTES", default_value_t = 0)]
     deflate_threshold: usize,
+    /// Send a ping after this many seconds without incoming data; 0 disables keepalive.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    keepalive_interval: f64,
+    /// Abort with 1011 when a keepalive ping gets no answer (pong or any data) in this many
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    keepalive_timeout: f64,
+    /// Close with 1001 after this many seconds without a text or binary message; 0 disables.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    idle_timeout: f64,
+    /// Abort with 1008 a peer that accepts no bytes for this many seconds while output is
+    /// queued (a slow consumer); 0 disables.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    write_timeout: f64,
+}
+
+/// `secs` as a duration; `None` for 0 (and for anything not a finite positive number).
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
 impl Limits {
@@ -77,6 +97,12 @@ impl Limits {
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size))
             .deflate(deflate)
+            .keepalive(
+                seconds(self.keepalive_interval),
+                seconds(self.keepalive_timeout).unwrap_or(Duration::from_secs(20)),
+            )
+            .idle_timeout(seconds(self.idle_timeout))
+            .write_timeout(seconds(self.write_timeout))
     }
 }
 
@@ -94,6 +120,13 @@ struct ServeArgs {
     /// What the server does with messages.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
+    /// Most connections served at once; more get HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = sockeye::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// On SIGINT/SIGTERM, how many seconds to wait for connections to finish their close
+    /// handshakes (each is closed with 1001) before dropping them.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    shutdown_timeout: f64,
     #[command(flatten)]
     limits: Limits,
 }
@@ -158,7 +191,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = sockeye::Server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?
-        .config(args.limits.config());
+        .config(args.limits.config())
+        .max_connections(args.max_connections)
+        .shutdown_timeout(seconds(args.shutdown_timeout).unwrap_or_default());
     let addr = server.local_addr()?;
     println!(
         "sockeye: listening on ws://{addr}/ (mode {:?}{})",
@@ -171,13 +206,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     match args.mode {
         Mode::Echo => {
-            tokio::select! {
-                result = server.serve(|ws, _request| echo(ws)) => result?,
-                _ = tokio::signal::ctrl_c() => eprintln!("sockeye: interrupted, exiting"),
-            }
+            server
+                .serve_with_shutdown(|ws, _request| echo(ws), shutdown_signal())
+                .await?;
         }
     }
     Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("sockeye: shutting down (closing connections with 1001)");
 }
 
 /// Echoes every data message until the connection ends. Messages already received are written

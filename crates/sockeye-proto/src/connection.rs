@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::deflate::{DeflateConfig, DeflateParams, Deflater, InflateError, Inflater};
@@ -155,6 +155,8 @@ pub struct Connection {
     utf8: Utf8Validator,
     utf8_state: Utf8State,
     control: Vec<u8>,
+    /// Pongs owed, written at the next `poll_transmit` (at most `MAX_PENDING_PONGS`).
+    pending_pongs: VecDeque<Bytes>,
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<Deflate>>,
     /// Whether the data message being received is compressed (RSV1 on its first frame).
@@ -202,6 +204,7 @@ impl Connection {
             utf8: Utf8Validator::new(),
             utf8_state: Utf8State::Complete,
             control: Vec::new(),
+            pending_pongs: VecDeque::new(),
             deflate: None,
             compressed: false,
             sending_compressed: false,
@@ -274,6 +277,11 @@ impl Connection {
     /// Bytes queued for the transport and not yet taken by [`poll_transmit`](Self::poll_transmit).
     pub fn buffered_amount(&self) -> usize {
         self.out.len()
+            + self
+                .pending_pongs
+                .iter()
+                .map(|p| p.len() + 2)
+                .sum::<usize>()
     }
 
     /// True while this end waits for the peer's close frame or, as a client, for the server to
@@ -393,6 +401,7 @@ impl Connection {
     /// Appends bytes to write to `out`. Call after every input or command until it returns
     /// [`Transmit::Idle`].
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Transmit {
+        self.write_pending_pongs();
         if !self.out.is_empty() {
             if out.is_empty() {
                 std::mem::swap(out, &mut self.out);
@@ -522,6 +531,23 @@ impl Connection {
         Ok(())
     }
 
+    /// Ends the connection now for a local reason (keepalive timeout, slow consumer, shutdown
+    /// deadline): output not yet taken by [`poll_transmit`](Self::poll_transmit) is discarded, a
+    /// close frame with `code` is queued unless one was sent, and [`Event::Closed`] (not clean,
+    /// initiator [`Initiator::Library`]) follows. Does nothing once closed.
+    pub fn abort(&mut self, code: CloseCode, reason: &str) {
+        if self.closed {
+            return;
+        }
+        self.deferred = None;
+        self.out.clear();
+        self.pending_pongs.clear();
+        if !self.close_sent && code.is_sendable() {
+            self.write_close(Some(code), reason);
+        }
+        self.finish(code, reason.to_owned(), Initiator::Library, false, None);
+    }
+
     fn check_open(&self) -> Result<(), SendError> {
         if self.close_sent || self.closed {
             Err(SendError::Closed)
@@ -539,7 +565,17 @@ impl Connection {
         Ok(())
     }
 
+    fn write_pending_pongs(&mut self) {
+        while let Some(payload) = self.pending_pongs.pop_front() {
+            if !self.close_sent {
+                self.write_frame(OpCode::Pong, true, &payload);
+            }
+        }
+    }
+
     fn write_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        // Pongs owed for pings received before this close go out first.
+        self.write_pending_pongs();
         let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
         let len = match code {
             Some(code) => {
@@ -734,8 +770,15 @@ impl Connection {
                 let payload = bytes::Bytes::copy_from_slice(&self.control);
                 // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
                 // response, unless it already received a Close frame."
+                // §5.5.3: "If an endpoint receives a Ping frame and has not yet sent Pong
+                // frame(s) in response to previous Ping frame(s), the endpoint MAY elect to send
+                // a Pong frame for only the most recently processed Ping frame." Pongs wait in a
+                // short queue until the next poll_transmit; a flood drops the oldest.
                 if !self.close_sent {
-                    self.write_frame(OpCode::Pong, true, &payload);
+                    if self.pending_pongs.len() == MAX_PENDING_PONGS {
+                        self.pending_pongs.pop_front();
+                    }
+                    self.pending_pongs.push_back(payload.clone());
                 }
                 self.events
                     .push_back(Event::Message(Message::Ping(payload)));
@@ -896,6 +939,10 @@ impl Connection {
         }));
     }
 }
+
+/// Pongs owed at once; beyond this a ping flood drops the oldest (RFC 6455 §5.5.3 allows
+/// answering only the most recent ping).
+pub const MAX_PENDING_PONGS: usize = 16;
 
 /// Input acted on only after the events before it are taken.
 #[derive(Debug)]

@@ -20,7 +20,9 @@ pub mod handshake;
 mod message;
 
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
-pub use connection::{Closed, Connection, Event, Initiator, MaskSource, Role, State, Transmit};
+pub use connection::{
+    Closed, Connection, Event, Initiator, MaskSource, Role, State, Transmit, MAX_PENDING_PONGS,
+};
 pub use error::{ProtocolError, SendError};
 pub use frame::{CloseCode, CloseFrame};
 pub use message::{DataKind, Message, Utf8Bytes, Utf8State, Utf8Validator};

@@ -107,7 +107,7 @@ pub async fn connect_with_config(
     let deadline = config.handshake_timeout;
     tokio::time::timeout(deadline, async {
         let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
-        tcp.set_nodelay(true)?;
+        config.apply_tcp_options(&tcp)?;
         let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone());
         if let Some(deflate) = &config.deflate {
             request = request.deflate(deflate.clone());

@@ -38,6 +38,40 @@ pub struct WebSocketConfig {
     ///
     /// Default: `None` (off).
     pub deflate: Option<DeflateConfig>,
+    /// Send a ping when nothing has been received for this long; `None` disables keepalive.
+    /// Timers run while the stream (or its receiving half) is being polled.
+    ///
+    /// Default: 20 s.
+    pub keepalive_interval: Option<Duration>,
+    /// After a keepalive ping, how long to wait for a pong or any other data. Then the
+    /// connection is aborted with close code 1011 and the stream yields
+    /// [`Error::KeepaliveTimeout`](crate::Error::KeepaliveTimeout).
+    ///
+    /// Default: 20 s.
+    pub keepalive_timeout: Duration,
+    /// Close the connection (code 1001, reason "idle timeout") when no text or binary message
+    /// has been received or sent for this long. `None` disables it.
+    ///
+    /// Default: `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Longest time the transport may refuse every byte while output is queued (a peer that
+    /// stopped reading). Then queued output is dropped and the connection is aborted with close
+    /// code 1008 ("peer too slow"); the stream yields
+    /// [`Error::WriteTimeout`](crate::Error::WriteTimeout). `None`: wait forever (keepalive
+    /// still catches peers that neither read nor answer pings).
+    ///
+    /// Default: `None`.
+    pub write_timeout: Option<Duration>,
+    /// Set `TCP_NODELAY` on sockets sockeye opens or accepts (frames are written whole, so
+    /// Nagle's algorithm only adds latency).
+    ///
+    /// Default: true.
+    pub tcp_nodelay: bool,
+    /// Enable TCP keepalive probes after this much idle time on sockets sockeye opens or
+    /// accepts. `None` leaves the OS default (off on Linux).
+    ///
+    /// Default: `None`.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for WebSocketConfig {
@@ -50,6 +84,12 @@ impl Default for WebSocketConfig {
             write_buffer_high_water: 64 << 10,
             read_buffer_size: 64 << 10,
             deflate: None,
+            keepalive_interval: Some(Duration::from_secs(20)),
+            keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: None,
+            write_timeout: None,
+            tcp_nodelay: true,
+            tcp_keepalive: None,
         }
     }
 }
@@ -88,6 +128,40 @@ impl WebSocketConfig {
     pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
         self.deflate = deflate;
         self
+    }
+
+    /// Sets [`keepalive_interval`](Self::keepalive_interval) and
+    /// [`keepalive_timeout`](Self::keepalive_timeout).
+    #[must_use]
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`write_timeout`](Self::write_timeout).
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Applies [`tcp_nodelay`](Self::tcp_nodelay) and [`tcp_keepalive`](Self::tcp_keepalive) to
+    /// a socket.
+    pub(crate) fn apply_tcp_options(&self, tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+        tcp.set_nodelay(self.tcp_nodelay)?;
+        if let Some(idle) = self.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(())
     }
 
     /// Sets [`write_buffer_high_water`](Self::write_buffer_high_water).

@@ -23,6 +23,15 @@ pub enum Error {
     HandshakeTimeout,
     /// The connection ended without a close handshake (close code 1006).
     AbnormalClosure,
+    /// No pong or other data arrived within the keepalive timeout; the connection was aborted
+    /// with close code 1011.
+    KeepaliveTimeout,
+    /// The peer accepted no bytes within the write timeout; queued output was dropped and the
+    /// connection aborted with close code 1008.
+    WriteTimeout,
+    /// [`WebSocketStream::try_send`](crate::WebSocketStream::try_send) found the outgoing
+    /// buffer above its high-water mark; nothing was queued.
+    QueueFull,
 }
 
 impl fmt::Display for Error {
@@ -35,6 +44,9 @@ impl fmt::Display for Error {
             Self::Url(_) => f.write_str("invalid websocket url"),
             Self::HandshakeTimeout => f.write_str("opening handshake timed out"),
             Self::AbnormalClosure => f.write_str("connection closed without a close handshake"),
+            Self::KeepaliveTimeout => f.write_str("keepalive timeout: no answer to ping"),
+            Self::WriteTimeout => f.write_str("write timeout: peer stopped reading"),
+            Self::QueueFull => f.write_str("outgoing queue is full"),
         }
     }
 }
@@ -47,7 +59,11 @@ impl std::error::Error for Error {
             Self::Handshake(e) => Some(e.as_ref()),
             Self::Send(e) => Some(e),
             Self::Url(e) => Some(e),
-            Self::HandshakeTimeout | Self::AbnormalClosure => None,
+            Self::HandshakeTimeout
+            | Self::AbnormalClosure
+            | Self::KeepaliveTimeout
+            | Self::WriteTimeout
+            | Self::QueueFull => None,
         }
     }
 }

@@ -52,7 +52,7 @@ mod stream;
 pub use client::{client_handshake, connect, connect_with_config, WsUrl};
 pub use config::WebSocketConfig;
 pub use error::{Error, UrlError};
-pub use server::{accept, accept_with_config, Server};
+pub use server::{accept, accept_with_config, Server, DEFAULT_MAX_CONNECTIONS};
 pub use stream::WebSocketStream;
 
 pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};

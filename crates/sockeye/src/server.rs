@@ -14,6 +14,9 @@ use sockeye_proto::handshake::{
 use sockeye_proto::Role;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
@@ -125,7 +128,15 @@ async fn read_request<S: AsyncRead + Unpin>(
 pub struct Server {
     listener: TcpListener,
     config: WebSocketConfig,
+    max_connections: usize,
+    shutdown_timeout: Duration,
 }
+
+/// Default for [`Server::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Answer to a connection over [`Server::max_connections`].
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
 
 impl Server {
     /// Listens on `addr`.
@@ -142,7 +153,30 @@ impl Server {
         Self {
             listener,
             config: WebSocketConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Most connections served at once, handshakes included. A connection over the limit is
+    /// accepted at the TCP level, answered `503 Service Unavailable` with `Retry-After: 1`
+    /// without reading its request, and closed; it costs no task.
+    ///
+    /// Default: 10,000 ([`DEFAULT_MAX_CONNECTIONS`]).
+    #[must_use]
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = limit;
+        self
+    }
+
+    /// How long [`serve_with_shutdown`](Self::serve_with_shutdown) waits for connections to
+    /// finish their close handshakes before dropping them.
+    ///
+    /// Default: 10 s.
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
     }
 
     /// Uses `config` for every connection.
@@ -171,7 +205,7 @@ impl Server {
         &self,
     ) -> Result<(WebSocketStream<TcpStream>, Request<()>, SocketAddr), Error> {
         let (tcp, peer) = self.listener.accept().await?;
-        tcp.set_nodelay(true)?;
+        self.config.apply_tcp_options(&tcp)?;
         let (ws, request) = accept_with_config(tcp, self.config.clone()).await?;
         Ok((ws, request, peer))
     }
@@ -189,23 +223,76 @@ impl Server {
         H: Fn(WebSocketStream<TcpStream>, Request<()>) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
+        self.serve_with_shutdown(handler, std::future::pending())
+            .await
+    }
+
+    /// Like [`serve`](Self::serve) until `signal` completes, then shuts down gracefully: stops
+    /// accepting, closes every open connection with 1001 ("server shutting down") after what it
+    /// has queued, waits up to [`shutdown_timeout`](Self::shutdown_timeout) for the close
+    /// handshakes (and handlers) to finish, then drops the rest.
+    ///
+    /// A connection is closed when its stream is next polled, so handlers should keep reading
+    /// (`while let Some(msg) = ws.next().await`), as every handler that waits for messages does.
+    ///
+    /// # Errors
+    ///
+    /// Only from the final wait; accept errors are logged and retried.
+    pub async fn serve_with_shutdown<H, F>(
+        self,
+        handler: H,
+        signal: impl Future<Output = ()>,
+    ) -> io::Result<()>
+    where
+        H: Fn(WebSocketStream<TcpStream>, Request<()>) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Self {
+            listener,
+            config,
+            max_connections,
+            shutdown_timeout,
+        } = self;
         let handler = Arc::new(handler);
+        let shutdown = CancellationToken::new();
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let mut tasks = JoinSet::new();
+        let mut signal = std::pin::pin!(signal);
         loop {
-            let (tcp, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (tcp, peer) = tokio::select! {
+                () = &mut signal => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::info!(%peer, "connection limit reached: 503");
+                // Best effort, never waits: the peer gets the answer if its buffer has room.
+                let _ = tcp.try_write(OVERLOADED);
+                continue;
             };
             let handler = handler.clone();
-            let config = self.config.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                match accept_with_config(tcp, config).await {
-                    Ok((ws, request)) => {
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                if let Err(e) = config.apply_tcp_options(&tcp) {
+                    tracing::debug!(%peer, error = %e, "cannot set socket options");
+                }
+                let accepted = tokio::select! {
+                    accepted = accept_with_config(tcp, config) => accepted,
+                    () = shutdown.cancelled() => return,
+                };
+                match accepted {
+                    Ok((mut ws, request)) => {
                         tracing::info!(%peer, path = %request.uri(), "connection open");
+                        ws.set_shutdown_signal(shutdown);
                         handler(ws, request).await;
                     }
                     Err(Error::Handshake(err)) => log_rejected(peer, &err),
@@ -213,6 +300,21 @@ impl Server {
                 }
             });
         }
+        drop(listener);
+        tracing::info!(connections = tasks.len(), "shutting down");
+        shutdown.cancel();
+        let drained = tokio::time::timeout(shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!(
+                connections = tasks.len(),
+                "shutdown timeout: dropping connections"
+            );
+            tasks.shutdown().await;
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,8 @@ use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
@@ -73,7 +74,30 @@ pub struct WebSocketStream<S> {
     io_failed: bool,
     wakers: Arc<WakerPair>,
     proxy: Waker,
+    liveness: Liveness,
+    /// Why this end aborted the connection, reported when the stream ends.
+    aborted: Option<AbortReason>,
 }
+
+/// Keepalive, idle and write timers, and the server's shutdown signal.
+struct Liveness {
+    last_read: Instant,
+    last_message: Instant,
+    keepalive: Option<Pin<Box<Sleep>>>,
+    ping_sent_at: Option<Instant>,
+    idle: Option<Pin<Box<Sleep>>>,
+    write_blocked: Option<Pin<Box<Sleep>>>,
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AbortReason {
+    Keepalive,
+    WriteTimeout,
+}
+
+/// Payload of keepalive pings.
+const KEEPALIVE_PAYLOAD: &[u8] = b"sockeye-keepalive";
 
 impl<S> std::fmt::Debug for WebSocketStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,7 +149,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             io_failed: false,
             wakers,
             proxy,
+            liveness: Liveness {
+                last_read: Instant::now(),
+                last_message: Instant::now(),
+                keepalive: None,
+                ping_sent_at: None,
+                idle: None,
+                write_blocked: None,
+                shutdown: None,
+            },
+            aborted: None,
         }
+    }
+
+    /// Closes the connection with 1001 ("server shutting down") once `token` is cancelled,
+    /// while the stream is being polled. Used by [`Server`](crate::Server).
+    pub(crate) fn set_shutdown_signal(&mut self, token: CancellationToken) {
+        self.liveness.shutdown = Some(Box::pin(token.cancelled_owned()));
+    }
+
+    /// Queues a message without waiting.
+    ///
+    /// The message is written by the next operation that polls the stream (`recv`, `send`,
+    /// `flush`…).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueFull`] when more than
+    /// [`WebSocketConfig::write_buffer_high_water`] bytes are already buffered (nothing is
+    /// queued); [`Error::Send`] as for [`send`](Self::send).
+    pub fn try_send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        self.check_usable()?;
+        if self.buffered_amount() >= self.config.write_buffer_high_water {
+            return Err(Error::QueueFull);
+        }
+        self.start_send_inner(message.into())
     }
 
     /// The ready state.
@@ -304,9 +362,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 }
                 continue;
             }
-            let n =
-                ready!(Pin::new(&mut self.io)
-                    .poll_write(&mut proxy_cx, &self.write_buf[self.write_pos..]))?;
+            let n = match Pin::new(&mut self.io)
+                .poll_write(&mut proxy_cx, &self.write_buf[self.write_pos..])
+            {
+                Poll::Ready(result) => result?,
+                Poll::Pending => {
+                    self.arm_write_timer();
+                    return Poll::Pending;
+                }
+            };
+            self.liveness.write_blocked = None;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -329,6 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 if filled.is_empty() {
                     self.conn.handle_eof();
                 } else {
+                    self.liveness.last_read = Instant::now();
                     self.conn.handle_bytes(filled);
                 }
                 Poll::Ready(Ok(()))
@@ -368,6 +434,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             }
             match self.conn.poll_event() {
                 Some(Event::Message(message)) => {
+                    if message.is_data() {
+                        self.liveness.last_message = Instant::now();
+                    }
                     // Answer pings (and echo a close) promptly, without waiting for a send.
                     if let Poll::Ready(Err(e)) = self.poll_drain() {
                         tracing::debug!(error = %e, "write failed while reading");
@@ -386,6 +455,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     continue;
                 }
             }
+            if self.poll_housekeeping() {
+                continue;
+            }
             ready!(self.poll_read_once())
                 .err()
                 .inspect(|e| tracing::debug!(error = %e, "read failed"));
@@ -399,6 +471,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             "connection closed"
         );
         let result = match (&closed.error, closed.was_clean) {
+            _ if self.aborted.is_some() => Some(Err(match self.aborted {
+                Some(AbortReason::WriteTimeout) => Error::WriteTimeout,
+                _ => Error::KeepaliveTimeout,
+            })),
             (Some(err), _) => Some(Err(Error::Protocol(err.clone()))),
             (None, false) => Some(Err(Error::AbnormalClosure)),
             (None, true) => None,
@@ -430,14 +506,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.wakers.write.register(cx.waker());
         self.check_usable()?;
-        if self.buffered_amount() >= self.config.write_buffer_high_water {
-            ready!(self.poll_drain())?;
+        if self.buffered_amount() >= self.config.write_buffer_high_water
+            && self.poll_drain()?.is_pending()
+        {
+            if self.poll_housekeeping() && self.aborted.is_some() {
+                let _ = self.poll_drain();
+                return Poll::Ready(Err(Error::WriteTimeout));
+            }
+            return Poll::Pending;
         }
         Poll::Ready(Ok(()))
     }
 
     fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
         self.check_usable()?;
+        if message.is_data() {
+            self.liveness.last_message = Instant::now();
+        }
         match message {
             Message::Text(text) => self.conn.send(DataKind::Text, text.as_bytes()),
             Message::Binary(data) => self.conn.send(DataKind::Binary, &data),
@@ -451,7 +536,120 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.wakers.write.register(cx.waker());
-        self.poll_drain()
+        match self.poll_drain() {
+            Poll::Pending => {
+                if self.poll_housekeeping() && self.aborted.is_some() {
+                    let _ = self.poll_drain();
+                    return Poll::Ready(Err(Error::WriteTimeout));
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+
+    fn arm_write_timer(&mut self) {
+        if let (Some(timeout), None) = (self.config.write_timeout, &self.liveness.write_blocked) {
+            self.liveness.write_blocked = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+    }
+
+    /// Ends the connection for a local reason: drops queued output, queues a close frame.
+    fn abort(&mut self, reason: AbortReason, code: CloseCode, text: &str) {
+        tracing::debug!(?reason, "aborting connection");
+        self.aborted = Some(reason);
+        self.write_buf.clear();
+        self.write_pos = 0;
+        self.conn.abort(code, text);
+    }
+
+    /// Runs the shutdown signal and the keepalive, idle and write timers (registered with the
+    /// proxy waker, so either half is woken). Returns true when it changed the connection.
+    fn poll_housekeeping(&mut self) -> bool {
+        if self.closed.is_some() || self.conn.state() == State::Closed {
+            return false;
+        }
+        let mut cx = Context::from_waker(&self.proxy);
+        let mut changed = false;
+        if let Some(shutdown) = self.liveness.shutdown.as_mut() {
+            if shutdown.as_mut().poll(&mut cx).is_ready() {
+                self.liveness.shutdown = None;
+                if self.conn.state() == State::Open {
+                    tracing::debug!("server shutting down: closing with 1001");
+                    let _ = self
+                        .conn
+                        .close(CloseCode::GOING_AWAY, "server shutting down");
+                    changed = true;
+                }
+            }
+        }
+        if let Some(timer) = self.liveness.write_blocked.as_mut() {
+            if timer.as_mut().poll(&mut cx).is_ready() {
+                self.liveness.write_blocked = None;
+                self.abort(
+                    AbortReason::WriteTimeout,
+                    CloseCode::POLICY_VIOLATION,
+                    "peer too slow",
+                );
+                return true;
+            }
+        }
+        if let Some(interval) = self.config.keepalive_interval {
+            let timer = self
+                .liveness
+                .keepalive
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+            while timer.as_mut().poll(&mut cx).is_ready() {
+                let now = Instant::now();
+                if let Some(sent) = self.liveness.ping_sent_at {
+                    if self.liveness.last_read > sent {
+                        // Answered (a pong or any other data): wait for the next quiet spell.
+                        self.liveness.ping_sent_at = None;
+                        timer.as_mut().reset(self.liveness.last_read + interval);
+                        continue;
+                    }
+                    self.abort(
+                        AbortReason::Keepalive,
+                        CloseCode::INTERNAL_ERROR,
+                        "keepalive timeout",
+                    );
+                    return true;
+                }
+                let due = self.liveness.last_read + interval;
+                if now < due {
+                    timer.as_mut().reset(due);
+                } else if self.conn.state() == State::Open
+                    && self.conn.ping(KEEPALIVE_PAYLOAD).is_ok()
+                {
+                    self.liveness.ping_sent_at = Some(now);
+                    timer.as_mut().reset(now + self.config.keepalive_timeout);
+                    changed = true;
+                } else {
+                    timer.as_mut().reset(now + interval);
+                }
+            }
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            let timer = self
+                .liveness
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            while timer.as_mut().poll(&mut cx).is_ready() {
+                let due = self.liveness.last_message + idle;
+                if Instant::now() < due {
+                    timer.as_mut().reset(due);
+                    continue;
+                }
+                if self.conn.state() == State::Open {
+                    tracing::debug!("idle timeout: closing with 1001");
+                    let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
+                    changed = true;
+                }
+                self.liveness.idle = None;
+                break;
+            }
+        }
+        changed
     }
 }
 
