@@ -93,13 +93,7 @@ impl DeflateConfig {
         &self,
         headers: impl IntoIterator<Item = &'a [u8]>,
     ) -> Option<DeflateParams> {
-        let mut joined = Vec::new();
-        for value in headers {
-            if !joined.is_empty() {
-                joined.push(b',');
-            }
-            joined.extend_from_slice(value);
-        }
+        let joined = join_header_values(headers);
         let extensions = parse_extensions(&joined).ok()?;
         extensions
             .iter()
@@ -153,13 +147,7 @@ impl DeflateConfig {
         &self,
         headers: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Option<DeflateParams>, ExtensionError> {
-        let mut joined = Vec::new();
-        for value in headers {
-            if !joined.is_empty() {
-                joined.push(b',');
-            }
-            joined.extend_from_slice(value);
-        }
+        let joined = join_header_values(headers);
         if joined.is_empty() {
             return Ok(None);
         }
@@ -309,6 +297,18 @@ impl fmt::Display for ExtensionError {
 }
 
 impl std::error::Error for ExtensionError {}
+
+/// Joins the values of a repeated header with commas, as RFC 7230 §3.2.2 allows for lists.
+fn join_header_values<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut joined = Vec::new();
+    for value in values {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(value);
+    }
+    joined
+}
 
 fn clamp_bits(bits: u8) -> u8 {
     bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS)

@@ -9,7 +9,10 @@ use http::header::{
 use http::{Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, key_from_nonce};
-use super::{check_partial_size, from_httparse, header_has_token, HandshakeConfig, HandshakeError};
+use super::{
+    check_partial_size, copy_headers, from_httparse, header_has_token, HandshakeConfig,
+    HandshakeError,
+};
 use crate::deflate::{DeflateConfig, DeflateParams, ExtensionError};
 
 /// What the client asks for: target, origin and extra headers.
@@ -162,13 +165,7 @@ impl ClientHandshake {
         *response.status_mut() = StatusCode::from_u16(code)
             .map_err(|_| HandshakeError::MalformedHttp("invalid status"))?;
         *response.version_mut() = Version::HTTP_11;
-        for header in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(header.name.as_bytes())
-                .map_err(|_| HandshakeError::MalformedHttp("invalid header name"))?;
-            let value = HeaderValue::from_bytes(header.value)
-                .map_err(|_| HandshakeError::MalformedHttp("invalid header value"))?;
-            response.headers_mut().append(name, value);
-        }
+        copy_headers(parsed.headers, response.headers_mut())?;
         // §4.1, the client's checks on the server's handshake, items 1–6.
         if code != 101 {
             return Err(HandshakeError::UnexpectedStatus(code));

@@ -142,6 +142,21 @@ pub(crate) fn from_httparse(err: httparse::Error, config: &HandshakeConfig) -> H
     }
 }
 
+/// Copies parsed header fields into an `http` header map.
+pub(crate) fn copy_headers(
+    parsed: &[httparse::Header<'_>],
+    into: &mut http::HeaderMap,
+) -> Result<(), HandshakeError> {
+    for header in parsed {
+        let name = http::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| HandshakeError::MalformedHttp("invalid header name"))?;
+        let value = http::HeaderValue::from_bytes(header.value)
+            .map_err(|_| HandshakeError::MalformedHttp("invalid header value"))?;
+        into.append(name, value);
+    }
+    Ok(())
+}
+
 /// Checks the head-size limit on a buffer whose head is still incomplete.
 pub(crate) fn check_partial_size(
     buf: &[u8],

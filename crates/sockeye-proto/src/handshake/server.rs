@@ -9,7 +9,10 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, is_valid_key};
-use super::{check_partial_size, from_httparse, header_has_token, HandshakeConfig, HandshakeError};
+use super::{
+    check_partial_size, copy_headers, from_httparse, header_has_token, HandshakeConfig,
+    HandshakeError,
+};
 use crate::deflate::{DeflateConfig, DeflateParams};
 
 /// Parses and validates an upgrade request at the start of `buf`.
@@ -56,13 +59,7 @@ pub fn parse_request(
         .uri(path)
         .body(())
         .map_err(|_| HandshakeError::MalformedHttp("invalid request target"))?;
-    for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| HandshakeError::MalformedHttp("invalid header name"))?;
-        let value = HeaderValue::from_bytes(header.value)
-            .map_err(|_| HandshakeError::MalformedHttp("invalid header value"))?;
-        request.headers_mut().append(name, value);
-    }
+    copy_headers(parsed.headers, request.headers_mut())?;
     validate_request(&request)?;
     Ok(Some((request, used)))
 }
