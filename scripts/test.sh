@@ -2,7 +2,8 @@
 # The whole test suite, with its own set-up. Safe to run again; runs on a fresh clone.
 #   formatting, clippy (warnings are errors), the protocol core's dependency rule, unit,
 #   property and integration tests, doc tests and rustdoc warnings, then the Autobahn
-#   TestSuite in both roles (scripts/autobahn.sh, which installs kosoku in target/venv).
+#   TestSuite in both roles (scripts/autobahn.sh, which installs kosoku in target/venv) and
+#   the interoperability matrix against Python websockets and Node ws (scripts/interop.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -29,5 +30,8 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 
 step "autobahn (kosoku)"
 scripts/autobahn.sh
+
+step "interoperability with Python websockets and Node ws (deflate parameter matrix)"
+scripts/interop.sh
 
 printf '\n== all passed in %ss\n' "$(( $(date +%s) - start ))"
