@@ -175,6 +175,12 @@ pub struct Connection {
     /// A violation or the peer's close frame, found while earlier events were still queued;
     /// acted on once they are taken.
     deferred: Option<Deferred>,
+    /// Input kept unparsed while queued data messages are over budget.
+    stashed: Vec<u8>,
+    /// End of stream seen while input was stashed.
+    eof_after_stash: bool,
+    /// Payload bytes of the data messages in `events`.
+    queued_bytes: usize,
     events: VecDeque<Event>,
 }
 
@@ -216,6 +222,9 @@ impl Connection {
             closed: false,
             shutdown_sent: false,
             deferred: None,
+            stashed: Vec::new(),
+            eof_after_stash: false,
+            queued_bytes: 0,
             events: VecDeque::new(),
         }
     }
@@ -293,10 +302,57 @@ impl Connection {
 
     /// Feeds bytes read from the transport. Never fails: a violation queues a close frame and
     /// [`Event::Closed`], and later input is ignored.
-    pub fn handle_bytes(&mut self, mut data: &[u8]) {
+    ///
+    /// Once the data messages waiting in [`poll_event`](Self::poll_event) reach
+    /// `max_message_size` bytes, the rest of the input is kept (not parsed) until they are
+    /// taken: compressed input cannot make queued messages outgrow the limit, whatever the size
+    /// of one read. A caller that reads only when `poll_event` returns `None` keeps that stash
+    /// within one read.
+    pub fn handle_bytes(&mut self, data: &[u8]) {
+        if !self.stashed.is_empty() {
+            self.stashed.extend_from_slice(data);
+            self.resume_stashed();
+            return;
+        }
+        let rest = self.process(data);
+        if !rest.is_empty() {
+            self.stashed.extend_from_slice(rest);
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.queued_bytes > 0
+            && self
+                .config
+                .max_message_size
+                .is_some_and(|limit| self.queued_bytes >= limit)
+    }
+
+    /// Parses stashed input while under budget.
+    fn resume_stashed(&mut self) {
+        if self.stashed.is_empty() || self.over_budget() {
+            return;
+        }
+        let mut stashed = std::mem::take(&mut self.stashed);
+        let consumed = stashed.len() - self.process(&stashed).len();
+        stashed.drain(..consumed);
+        self.stashed = stashed;
+        if self.stashed.is_empty() && std::mem::take(&mut self.eof_after_stash) {
+            self.handle_eof();
+        }
+    }
+
+    /// Parses `data`; returns the part left unparsed because queued messages reached the budget.
+    fn process<'a>(&mut self, mut data: &'a [u8]) -> &'a [u8] {
         while !data.is_empty() {
+            if matches!(self.read, ReadState::Discard) {
+                return &[];
+            }
+            if self.over_budget() {
+                return data;
+            }
             match self.read {
-                ReadState::Discard => return,
+                ReadState::Discard => return &[],
                 ReadState::Header => {
                     let take = (MAX_HEADER_SIZE - self.header_len).min(data.len());
                     let had = self.header_len;
@@ -311,7 +367,10 @@ impl Connection {
                             data = &data[used - had..];
                             self.start_frame(header);
                         }
-                        Err(err) => return self.fail(err),
+                        Err(err) => {
+                            self.fail(err);
+                            return &[];
+                        }
                     }
                 }
                 ReadState::Payload {
@@ -335,11 +394,17 @@ impl Connection {
                 }
             }
         }
+        &[]
     }
 
     /// Reports that the transport reached end of stream. Without a finished close handshake this
     /// closes the connection abnormally (code 1006).
     pub fn handle_eof(&mut self) {
+        if !self.stashed.is_empty() && !matches!(self.read, ReadState::Discard) {
+            // The end comes after the stashed input: act on it once that is parsed.
+            self.eof_after_stash = true;
+            return;
+        }
         self.read = ReadState::Discard;
         self.run_deferred();
         if self.closed {
@@ -366,6 +431,7 @@ impl Connection {
     /// Reports that the close timer armed while [`close_expected`](Self::close_expected) fired:
     /// the connection is closed now and the transport should be dropped.
     pub fn handle_timeout(&mut self) {
+        self.stashed = Vec::new();
         self.run_deferred();
         if !self.close_expected() {
             return;
@@ -385,6 +451,11 @@ impl Connection {
         }
     }
 
+    /// Number of events ready to be taken by [`poll_event`](Self::poll_event).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// The next event, oldest first.
     ///
     /// A protocol violation or a close frame found after complete messages in the same input is
@@ -392,10 +463,17 @@ impl Connection {
     /// been taken, so that what the application sends in answer to them goes out before the
     /// close frame.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.resume_stashed();
         if self.events.is_empty() {
             self.run_deferred();
         }
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if let Some(Event::Message(message)) = &event {
+            if message.is_data() {
+                self.queued_bytes -= message.as_payload().len();
+            }
+        }
+        event
     }
 
     /// Appends bytes to write to `out`. Call after every input or command until it returns
@@ -540,6 +618,7 @@ impl Connection {
             return;
         }
         self.deferred = None;
+        self.stashed = Vec::new();
         self.out.clear();
         self.pending_pongs.clear();
         if !self.close_sent && code.is_sendable() {
@@ -830,6 +909,7 @@ impl Connection {
         };
         // WHATWG WebSockets: a message received once the state is CLOSING is not delivered.
         if !self.close_sent {
+            self.queued_bytes += message.as_payload().len();
             self.events.push_back(Event::Message(message));
         }
     }

@@ -259,3 +259,38 @@ fn zero_limits_allow_only_empty_messages() {
         assert_eq!(err, ProtocolError::FrameTooBig { limit: 0 });
     }
 }
+
+#[test]
+fn queued_messages_stay_within_the_message_limit_whatever_one_read_holds() {
+    for role in ROLES {
+        let mut conn = limited(role, Some(1000), Some(1000))();
+        let messages: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 500]).collect();
+        let input: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| from_peer(role, OP_BINARY, true, m))
+            .collect();
+        conn.handle_bytes(&input);
+        conn.handle_eof();
+        let mut received = Vec::new();
+        let mut closed = None;
+        let mut most_pending = 0;
+        loop {
+            // What is parsed but not taken never exceeds the limit by more than one message.
+            let pending = conn.pending_events();
+            most_pending = most_pending.max(pending);
+            match conn.poll_event() {
+                Some(Event::Message(Message::Binary(b))) => received.push(b.to_vec()),
+                Some(Event::Closed(c)) => {
+                    closed = Some(c);
+                    break;
+                }
+                Some(other) => panic!("unexpected {other:?}"),
+                None => break,
+            }
+        }
+        assert_eq!(received, messages, "every message, in order");
+        assert!(most_pending <= 2, "{most_pending} messages parsed ahead");
+        let closed = closed.expect("end of stream reported after the stashed input");
+        assert_eq!(closed.code, CloseCode::ABNORMAL);
+    }
+}

@@ -98,8 +98,10 @@ pub(crate) enum InflateError {
 pub(crate) struct Inflater {
     decompress: Decompress,
     no_context_takeover: bool,
-    /// A block with BFINAL was seen; only the trailer may follow.
+    /// A block with BFINAL was seen; only the padding octet may follow.
     ended: bool,
+    /// The octet that follows a final block (§7.2.3.4) was seen.
+    padding_seen: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -118,6 +120,7 @@ impl Inflater {
             decompress: Decompress::new_with_window_bits(false, window_bits.clamp(9, 15)),
             no_context_takeover,
             ended: false,
+            padding_seen: false,
         }
     }
 
@@ -130,7 +133,15 @@ impl Inflater {
     ) -> Result<(), InflateError> {
         while !input.is_empty() {
             if self.ended {
-                return Err(InflateError::Invalid);
+                // §7.2.3.4: after a block with BFINAL set comes one octet 0x00, "the header bits
+                // with BFINAL set to 0 and BTYPE set to 00, and 5 padding bits of 0" (the empty
+                // block of §7.2.1 without its last 4 octets); nothing else may.
+                if self.padding_seen || input[0] != 0x00 {
+                    return Err(InflateError::Invalid);
+                }
+                self.padding_seen = true;
+                input = &input[1..];
+                continue;
             }
             // One byte of room past the limit tells "exactly at the limit" from "over it".
             let room = INFLATE_STEP.min(limit.saturating_add(1).saturating_sub(out.len()));
@@ -186,6 +197,7 @@ impl Inflater {
         if self.no_context_takeover || self.ended {
             self.decompress.reset(false);
             self.ended = false;
+            self.padding_seen = false;
         }
         result
     }
