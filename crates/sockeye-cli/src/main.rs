@@ -120,6 +120,16 @@ struct ServeArgs {
     /// What the server does with messages.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
+    /// Serve TLS (wss://) with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Subprotocols the server supports; it selects the first one the client offers that is
+    /// listed here (repeatable).
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
     /// Most connections served at once; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = sockeye::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -139,6 +149,10 @@ struct AutobahnArgs {
     /// Agent name reported to the fuzzing server.
     #[arg(long, default_value = "sockeye")]
     agent: String,
+    /// Also trust the CA certificates in this PEM file for wss:// (besides the bundled Mozilla
+    /// roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: Limits,
 }
@@ -188,15 +202,24 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = sockeye::Server::bind(args.listen)
+    let mut server = sockeye::Server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?
-        .config(args.limits.config())
+        .config(args.limits.config().protocols(args.subprotocols.clone()))
         .max_connections(args.max_connections)
         .shutdown_timeout(seconds(args.shutdown_timeout).unwrap_or_default());
+    let scheme = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = sockeye::tls::server_config_from_pem_files(cert, key)
+                .with_context(|| format!("cannot load {} / {}", cert.display(), key.display()))?;
+            server = server.tls(tls);
+            "wss"
+        }
+        _ => "ws",
+    };
     let addr = server.local_addr()?;
     println!(
-        "sockeye: listening on ws://{addr}/ (mode {:?}{})",
+        "sockeye: listening on {scheme}://{addr}/ (mode {:?}{})",
         args.mode,
         if args.limits.deflate {
             ", permessage-deflate"
@@ -257,7 +280,11 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
 
 async fn autobahn_client(args: AutobahnArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/');
-    let config = args.limits.config();
+    let mut config = args.limits.config();
+    if let Some(ca) = &args.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        config = config.tls_client(sockeye::tls::client_config(Some(&pem))?);
+    }
     let (mut ws, _) = sockeye::connect_with_config(&format!("{base}/getCaseCount"), config.clone())
         .await
         .context("cannot fetch the case count")?;

@@ -228,7 +228,7 @@ fn burst_message(i: usize) -> String {
     format!(r#"burst {i}: {{"seq":{i},"kind":"burst"}}"#)
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>;
 
 /// Why the run failed.
 type Failure = String;

@@ -1,7 +1,7 @@
 //! The client: URL parsing, TCP connect and the opening handshake over tokio.
 
 use http::Response;
-use sockeye_proto::handshake::{ClientHandshake, ClientRequest};
+use sockeye_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
 use sockeye_proto::Role;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -10,26 +10,35 @@ use crate::config::WebSocketConfig;
 use crate::error::{Error, UrlError};
 use crate::mask::nonce;
 use crate::stream::WebSocketStream;
+use crate::transport::MaybeTlsStream;
 
-/// A parsed `ws://` URL.
+/// A parsed WebSocket URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WsUrl {
+    /// `wss` (or `https`): TLS.
+    pub tls: bool,
     /// Host name or IP literal, without IPv6 brackets.
     pub host: String,
-    /// Port (80 when the URL has none).
+    /// Port (80 for `ws`, 443 for `wss` when the URL has none).
     pub port: u16,
     /// Path and query, at least `/`.
     pub resource: String,
-    /// The `Host` header value.
+    /// The `Host` header value (with the port when it is not the scheme's default).
     pub host_header: String,
+    /// `Basic` credentials from the URL's userinfo (`ws://user:pass@host/`), as an
+    /// `Authorization` header value.
+    pub authorization: Option<String>,
 }
 
 impl WsUrl {
-    /// Parses `ws://host[:port][/path][?query]`; `http://` is accepted as `ws://`.
+    /// Parses `ws[s]://[user[:pass]@]host[:port][/path][?query]`; `http` and `https` are
+    /// accepted as `ws` and `wss`, as the WHATWG WebSocket constructor does.
     ///
     /// # Errors
     ///
-    /// [`UrlError`] for a malformed URL, another scheme, a missing host or a fragment.
+    /// [`UrlError`] for a malformed URL, another scheme, a missing host or a fragment (which
+    /// the WHATWG constructor rejects too).
     pub fn parse(url: &str) -> Result<Self, UrlError> {
         if url.contains('#') {
             return Err(UrlError::Fragment);
@@ -39,8 +48,9 @@ impl WsUrl {
             .scheme_str()
             .ok_or(UrlError::Malformed)?
             .to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "ws" | "http" => 80,
+        let (tls, default_port) = match scheme.as_str() {
+            "ws" | "http" => (false, 80),
+            "wss" | "https" => (true, 443),
             other => return Err(UrlError::UnsupportedScheme(other.to_owned())),
         };
         let authority = uri.authority().ok_or(UrlError::MissingHost)?;
@@ -54,11 +64,17 @@ impl WsUrl {
         } else {
             format!("{host}:{port}")
         };
+        let authorization = authority
+            .as_str()
+            .rsplit_once('@')
+            .map(|(userinfo, _)| basic_authorization(userinfo))
+            .transpose()?;
         let resource = uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
         let resource = if resource.is_empty() { "/" } else { resource };
         Ok(Self {
+            tls,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -66,15 +82,47 @@ impl WsUrl {
             port,
             resource: resource.to_owned(),
             host_header,
+            authorization,
         })
     }
 }
 
-/// Connects to a `ws://` URL with default settings.
+/// `Basic base64(user:password)` from a URL's percent-encoded userinfo (RFC 7617).
+fn basic_authorization(userinfo: &str) -> Result<String, UrlError> {
+    use base64::Engine as _;
+    let decoded = percent_decode(userinfo).ok_or(UrlError::Malformed)?;
+    Ok(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(decoded)
+    ))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The transport of client connections: TCP, or TLS over TCP for `wss://`.
+pub type ClientStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects to a `ws://` or `wss://` URL with default settings.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), sockeye::Error> {
-/// use futures_util::{SinkExt, StreamExt};
+/// use futures_util::StreamExt;
 /// use sockeye::Message;
 ///
 /// let (mut ws, _response) = sockeye::connect("ws://127.0.0.1:9001/chat").await?;
@@ -88,13 +136,14 @@ impl WsUrl {
 ///
 /// # Errors
 ///
-/// [`Error::Url`], [`Error::Io`] when the TCP connection fails, [`Error::Handshake`] when the
-/// server's answer is not a valid upgrade, [`Error::HandshakeTimeout`].
-pub async fn connect(url: &str) -> Result<(WebSocketStream<TcpStream>, Response<()>), Error> {
-    connect_with_config(url, WebSocketConfig::default()).await
+/// [`Error::Url`], [`Error::Io`] when the TCP connection fails, [`Error::Tls`],
+/// [`Error::Http`] when the server answers with another status, [`Error::Handshake`] when its
+/// answer is not a valid upgrade, [`Error::ConnectTimeout`], [`Error::HandshakeTimeout`].
+pub async fn connect(url: &str) -> Result<(ClientStream, Response<()>), Error> {
+    ClientBuilder::new(url).connect().await
 }
 
-/// Connects to a `ws://` URL with `config`.
+/// Connects to a `ws://` or `wss://` URL with `config`.
 ///
 /// # Errors
 ///
@@ -102,33 +151,202 @@ pub async fn connect(url: &str) -> Result<(WebSocketStream<TcpStream>, Response<
 pub async fn connect_with_config(
     url: &str,
     config: WebSocketConfig,
-) -> Result<(WebSocketStream<TcpStream>, Response<()>), Error> {
-    let url = WsUrl::parse(url)?;
-    let deadline = config.handshake_timeout;
-    tokio::time::timeout(deadline, async {
-        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
-        config.apply_tcp_options(&tcp)?;
-        let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone());
-        if let Some(deflate) = &config.deflate {
-            request = request.deflate(deflate.clone());
-        }
-        client_handshake(tcp, &request, config).await
-    })
-    .await
-    .map_err(|_| Error::HandshakeTimeout)?
+) -> Result<(ClientStream, Response<()>), Error> {
+    ClientBuilder::new(url).config(config).connect().await
 }
 
-/// Performs the client handshake on an established transport (no timeout: wrap it in
-/// `tokio::time::timeout`).
+/// Builds a client connection: URL, settings, subprotocols, extra headers, `Origin`.
 ///
-/// # Errors
-///
-/// [`Error::Io`] and [`Error::Handshake`].
-pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+/// ```no_run
+/// # async fn run() -> Result<(), sockeye::Error> {
+/// let (ws, _) = sockeye::ClientBuilder::new("wss://example.com/graphql")
+///     .protocols(["graphql-transport-ws"])
+///     .header("authorization", "Bearer secret")
+///     .origin("https://example.com")
+///     .connect()
+///     .await?;
+/// assert_eq!(ws.protocol(), Some("graphql-transport-ws"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    config: WebSocketConfig,
+    headers: http::HeaderMap,
+    invalid_header: bool,
+}
+
+impl ClientBuilder {
+    /// A connection to `url` with default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            config: WebSocketConfig::default(),
+            headers: http::HeaderMap::new(),
+            invalid_header: false,
+        }
+    }
+
+    /// Uses `config`.
+    #[must_use]
+    pub fn config(mut self, config: WebSocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Offers these subprotocols, most preferred first (sets
+    /// [`WebSocketConfig::protocols`]).
+    #[must_use]
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.config.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a request header (a token, a cookie). An invalid name or value makes
+    /// [`connect`](Self::connect) fail with [`HandshakeError::BadHeader`].
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => self.invalid_header = true,
+        }
+        self
+    }
+
+    /// Sets the `Origin` header, as a browser does.
+    #[must_use]
+    pub fn origin(self, origin: &str) -> Self {
+        self.header("origin", origin)
+    }
+
+    /// Connects and performs the opening handshake, following redirects up to
+    /// [`WebSocketConfig::max_redirects`].
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`]; [`Error::TooManyRedirects`]; [`Error::Url`] with
+    /// [`UrlError::BadRedirect`] for a `wss` to `ws` redirect.
+    pub async fn connect(self) -> Result<(ClientStream, Response<()>), Error> {
+        if self.invalid_header {
+            return Err(HandshakeError::BadHeader("invalid extra header").into());
+        }
+        let mut url = WsUrl::parse(&self.url)?;
+        let mut redirects = 0;
+        loop {
+            match self.connect_once(&url).await? {
+                Attempt::Connected(ws, response) => return Ok((*ws, response)),
+                Attempt::Redirect(location) => {
+                    if redirects == self.config.max_redirects {
+                        return Err(Error::TooManyRedirects);
+                    }
+                    redirects += 1;
+                    let next = resolve_redirect(&url, &location)?;
+                    if url.tls && !next.tls {
+                        return Err(UrlError::BadRedirect.into());
+                    }
+                    tracing::debug!(location, "following redirect");
+                    url = next;
+                }
+            }
+        }
+    }
+
+    async fn connect_once(&self, url: &WsUrl) -> Result<Attempt<MaybeTlsStream<TcpStream>>, Error> {
+        let config = &self.config;
+        let tcp = tokio::time::timeout(
+            config.connect_timeout,
+            TcpStream::connect((url.host.as_str(), url.port)),
+        )
+        .await
+        .map_err(|_| Error::ConnectTimeout)??;
+        config.apply_tcp_options(&tcp)?;
+        let deadline = config.handshake_timeout;
+        tokio::time::timeout(deadline, async {
+            let io = if url.tls {
+                tls_connect(tcp, url, config).await?
+            } else {
+                MaybeTlsStream::Plain(tcp)
+            };
+            let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone())
+                .protocols(config.protocols.iter().cloned())?;
+            if let Some(deflate) = &config.deflate {
+                request = request.deflate(deflate.clone());
+            }
+            if let Some(auth) = &url.authorization {
+                if let Ok(value) = http::HeaderValue::from_str(auth) {
+                    request = request.header(http::header::AUTHORIZATION, value);
+                }
+            }
+            for (name, value) in &self.headers {
+                request = request.header(name.clone(), value.clone());
+            }
+            handshake(io, &request, config.clone(), config.max_redirects > 0).await
+        })
+        .await
+        .map_err(|_| Error::HandshakeTimeout)?
+    }
+}
+
+enum Attempt<S> {
+    Connected(Box<WebSocketStream<S>>, Response<()>),
+    Redirect(String),
+}
+
+#[cfg(feature = "rustls")]
+async fn tls_connect(
+    tcp: TcpStream,
+    url: &WsUrl,
+    config: &WebSocketConfig,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    let tls = match &config.tls_client {
+        Some(tls) => tls.clone(),
+        None => crate::tls::default_client_config()?,
+    };
+    crate::tls::connect(tcp, &url.host, tls).await
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn tls_connect(
+    _tcp: TcpStream,
+    _url: &WsUrl,
+    _config: &WebSocketConfig,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    Err(UrlError::TlsDisabled.into())
+}
+
+/// The URL a `Location` header points to, relative to `base`.
+fn resolve_redirect(base: &WsUrl, location: &str) -> Result<WsUrl, Error> {
+    if location.contains("://") {
+        return Ok(WsUrl::parse(location)?);
+    }
+    if !location.starts_with('/') {
+        return Err(UrlError::BadRedirect.into());
+    }
+    let scheme = if base.tls { "wss" } else { "ws" };
+    Ok(WsUrl::parse(&format!(
+        "{scheme}://{}{location}",
+        base.host_header
+    ))?)
+}
+
+/// Largest response body kept when the server refuses the upgrade.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     request: &ClientRequest,
     config: WebSocketConfig,
-) -> Result<(WebSocketStream<S>, Response<()>), Error> {
+    follow_redirects: bool,
+) -> Result<Attempt<S>, Error> {
     let mut out = Vec::new();
     let mut handshake = ClientHandshake::new(request, nonce()?, config.handshake.clone(), &mut out);
     io.write_all(&out).await?;
@@ -138,18 +356,73 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         if io.read_buf(&mut buf).await? == 0 {
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        if let Some((response, used)) = handshake.handle_response(&buf)? {
-            tracing::debug!(status = %response.status(), "websocket client connected");
-            let deflate = handshake.deflate();
-            let ws = WebSocketStream::from_raw_negotiated(
-                io,
-                Role::Client,
-                config,
-                deflate,
-                &buf[used..],
-            );
-            return Ok((ws, response));
+        let Some((response, used)) = handshake.parse_response(&buf)? else {
+            continue;
+        };
+        let status = response.status().as_u16();
+        if status != 101 {
+            if follow_redirects && matches!(status, 301 | 302 | 307 | 308) {
+                if let Some(location) = response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    return Ok(Attempt::Redirect(location.to_owned()));
+                }
+            }
+            let body = read_body(&mut io, &response, buf.split_off(used)).await;
+            let (parts, ()) = response.into_parts();
+            return Err(Error::Http(Box::new(Response::from_parts(parts, body))));
         }
+        handshake.validate_response(&response)?;
+        tracing::debug!(status = %response.status(), "websocket client connected");
+        let deflate = handshake.deflate();
+        let protocol = handshake.protocol().map(str::to_owned);
+        let mut ws =
+            WebSocketStream::from_raw_negotiated(io, Role::Client, config, deflate, &buf[used..]);
+        ws.set_protocol(protocol);
+        return Ok(Attempt::Connected(Box::new(ws), response));
+    }
+}
+
+/// Reads the body of a refusal: `Content-Length` bytes, or until the end, at most
+/// [`MAX_ERROR_BODY`]; whatever arrived if the peer stalls (the handshake timeout bounds it).
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    response: &Response<()>,
+    mut body: Vec<u8>,
+) -> Vec<u8> {
+    let wanted = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_ERROR_BODY)
+        .min(MAX_ERROR_BODY);
+    while body.len() < wanted {
+        match io.read_buf(&mut body).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    body.truncate(wanted);
+    body
+}
+
+/// Performs the client handshake on an established transport (no timeout: wrap it in
+/// `tokio::time::timeout`), with the extensions and subprotocols in `config`.
+///
+/// # Errors
+///
+/// [`Error::Io`], [`Error::Http`] and [`Error::Handshake`].
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    request: &ClientRequest,
+    config: WebSocketConfig,
+) -> Result<(WebSocketStream<S>, Response<()>), Error> {
+    match handshake(io, request, config, false).await? {
+        Attempt::Connected(ws, response) => Ok((*ws, response)),
+        Attempt::Redirect(_) => Err(Error::TooManyRedirects),
     }
 }
 
@@ -178,6 +451,18 @@ mod tests {
             WsUrl::parse("ftp://h/"),
             Err(UrlError::UnsupportedScheme("ftp".into()))
         );
+        let u = WsUrl::parse("wss://example.com/a").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port, u.host_header.as_str()), (443, "example.com"));
+        let u = WsUrl::parse("https://example.com:8443").unwrap();
+        assert_eq!((u.tls, u.host_header.as_str()), (true, "example.com:8443"));
+        let u = WsUrl::parse("ws://Aladdin:open%20sesame@h/").unwrap();
+        assert_eq!(
+            u.authorization.as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(u.host_header, "h");
+        assert_eq!(WsUrl::parse("ws://a:%zz@h/"), Err(UrlError::Malformed));
         assert_eq!(WsUrl::parse("not a url"), Err(UrlError::Malformed));
         assert_eq!(WsUrl::parse("/just/a/path"), Err(UrlError::Malformed));
     }

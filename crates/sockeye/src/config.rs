@@ -72,6 +72,28 @@ pub struct WebSocketConfig {
     ///
     /// Default: `None`.
     pub tcp_keepalive: Option<Duration>,
+    /// Subprotocols: a client offers them in this order; a server selects the first one the
+    /// client offered, in the client's order, that appears here (unless a handshake callback
+    /// chooses). Empty: none offered or selected.
+    ///
+    /// Default: empty.
+    pub protocols: Vec<String>,
+    /// Longest time for DNS resolution and the TCP connect (or the proxy tunnel).
+    ///
+    /// Default: 10 s.
+    pub connect_timeout: Duration,
+    /// Redirects (301, 302, 307, 308) a client follows during the handshake; `ws` to `wss` is
+    /// allowed, `wss` to `ws` refused. 0 disables redirects.
+    ///
+    /// Default: 0.
+    pub max_redirects: usize,
+    /// The TLS configuration of `wss://` clients. `None`: the bundled Mozilla roots
+    /// (`webpki-roots`) with ALPN `http/1.1`; see [`tls::client_config`](crate::tls::client_config)
+    /// to add a private CA.
+    ///
+    /// Default: `None`.
+    #[cfg(feature = "rustls")]
+    pub tls_client: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl Default for WebSocketConfig {
@@ -90,6 +112,11 @@ impl Default for WebSocketConfig {
             write_timeout: None,
             tcp_nodelay: true,
             tcp_keepalive: None,
+            protocols: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            max_redirects: 0,
+            #[cfg(feature = "rustls")]
+            tls_client: None,
         }
     }
 }
@@ -136,6 +163,35 @@ impl WebSocketConfig {
     pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
         self.keepalive_interval = interval;
         self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Sets [`protocols`](Self::protocols).
+    #[must_use]
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`max_redirects`](Self::max_redirects).
+    #[must_use]
+    pub fn max_redirects(mut self, max: usize) -> Self {
+        self.max_redirects = max;
+        self
+    }
+
+    /// Sets [`tls_client`](Self::tls_client).
+    #[cfg(feature = "rustls")]
+    #[must_use]
+    pub fn tls_client(
+        mut self,
+        config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    ) -> Self {
+        self.tls_client = Some(config);
         self
     }
 

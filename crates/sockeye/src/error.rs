@@ -32,6 +32,17 @@ pub enum Error {
     /// [`WebSocketStream::try_send`](crate::WebSocketStream::try_send) found the outgoing
     /// buffer above its high-water mark; nothing was queued.
     QueueFull,
+    /// TLS failed: a certificate the client does not trust (the source names the reason,
+    /// e.g. `UnknownIssuer`, `NotValidForName`), malformed PEM, a handshake failure.
+    Tls(Box<dyn std::error::Error + Send + Sync>),
+    /// The server answered the upgrade with another HTTP status (a 401 with
+    /// `WWW-Authenticate`, a 403, a 404…). The response, with up to 64 KiB of its body, says
+    /// why.
+    Http(Box<http::Response<Vec<u8>>>),
+    /// More redirects than [`WebSocketConfig::max_redirects`](crate::WebSocketConfig::max_redirects).
+    TooManyRedirects,
+    /// Connecting (DNS and TCP, or the proxy) took longer than the connect timeout.
+    ConnectTimeout,
 }
 
 impl fmt::Display for Error {
@@ -47,6 +58,10 @@ impl fmt::Display for Error {
             Self::KeepaliveTimeout => f.write_str("keepalive timeout: no answer to ping"),
             Self::WriteTimeout => f.write_str("write timeout: peer stopped reading"),
             Self::QueueFull => f.write_str("outgoing queue is full"),
+            Self::Tls(_) => f.write_str("tls error"),
+            Self::Http(response) => write!(f, "server answered http {}", response.status()),
+            Self::TooManyRedirects => f.write_str("too many redirects"),
+            Self::ConnectTimeout => f.write_str("connect timed out"),
         }
     }
 }
@@ -59,6 +74,8 @@ impl std::error::Error for Error {
             Self::Handshake(e) => Some(e.as_ref()),
             Self::Send(e) => Some(e),
             Self::Url(e) => Some(e),
+            Self::Tls(e) => Some(e.as_ref()),
+            Self::Http(_) | Self::TooManyRedirects | Self::ConnectTimeout => None,
             Self::HandshakeTimeout
             | Self::AbnormalClosure
             | Self::KeepaliveTimeout
@@ -110,6 +127,11 @@ pub enum UrlError {
     MissingHost,
     /// URLs with a fragment are rejected, as the WHATWG WebSocket constructor does.
     Fragment,
+    /// `wss://` needs the `rustls` feature.
+    TlsDisabled,
+    /// A redirect from `wss` to `ws` (refused: it would drop encryption), or a redirect without
+    /// a usable `Location`.
+    BadRedirect,
 }
 
 impl fmt::Display for UrlError {
@@ -119,6 +141,8 @@ impl fmt::Display for UrlError {
             Self::UnsupportedScheme(s) => write!(f, "unsupported scheme {s:?}"),
             Self::MissingHost => f.write_str("url has no host"),
             Self::Fragment => f.write_str("websocket urls cannot have a fragment"),
+            Self::TlsDisabled => f.write_str("wss needs the rustls feature"),
+            Self::BadRedirect => f.write_str("redirect refused (wss to ws, or no location)"),
         }
     }
 }

@@ -48,12 +48,21 @@ mod error;
 mod mask;
 mod server;
 mod stream;
+#[cfg(feature = "rustls")]
+pub mod tls;
+mod transport;
 
-pub use client::{client_handshake, connect, connect_with_config, WsUrl};
+pub use client::{
+    client_handshake, connect, connect_with_config, ClientBuilder, ClientStream, WsUrl,
+};
 pub use config::WebSocketConfig;
 pub use error::{Error, UrlError};
-pub use server::{accept, accept_with_config, Server, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
+    OriginCallback, OriginPolicy, Server, ServerStream, DEFAULT_MAX_CONNECTIONS,
+};
 pub use stream::WebSocketStream;
+pub use transport::MaybeTlsStream;
 
 pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};

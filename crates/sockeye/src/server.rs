@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use http::Request;
 use sockeye_proto::handshake::{
-    accept_response_with, parse_request, reject_response, write_response, HandshakeError,
+    accept_response_with, parse_request, reject_response, requested_protocols, write_response,
+    HandshakeError,
 };
 use sockeye_proto::Role;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::stream::WebSocketStream;
+use crate::transport::MaybeTlsStream;
 
 /// Accepts a WebSocket connection on `io` with default settings.
 ///
@@ -37,55 +39,253 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocke
 /// (method, path and query, headers).
 ///
 /// An invalid request is answered with the RFC's status (400, 405, 426 with
-/// `Sec-WebSocket-Version: 13`, 431) and the connection is shut down.
+/// `Sec-WebSocket-Version: 13`, 431) and the connection is shut down. The subprotocol is the
+/// first one the client offered that [`WebSocketConfig::protocols`] lists.
 ///
 /// # Errors
 ///
 /// [`Error::Handshake`] for an invalid request, [`Error::HandshakeTimeout`] after
 /// [`WebSocketConfig::handshake_timeout`], [`Error::Io`].
 pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    config: WebSocketConfig,
+) -> Result<(WebSocketStream<S>, Request<()>), Error> {
+    accept_hooked(io, config, &Hooks::default(), None).await
+}
+
+/// What a handshake callback sees: the upgrade request and where it came from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HandshakeRequest<'a> {
+    /// Method, path and query, headers.
+    pub request: &'a Request<()>,
+    /// The peer's address, when known.
+    pub peer: Option<SocketAddr>,
+    /// The subprotocols the client offered, in its order.
+    pub protocols: Vec<String>,
+    /// The subprotocol sockeye would pick from [`WebSocketConfig::protocols`].
+    pub default_protocol: Option<String>,
+}
+
+/// A handshake callback's answer.
+#[derive(Debug)]
+pub enum HandshakeDecision {
+    /// Upgrade, with extra response headers and a subprotocol.
+    Accept(Accept),
+    /// Refuse with this response (status, headers, body), e.g. 401 with `WWW-Authenticate`.
+    Reject(http::Response<Vec<u8>>),
+}
+
+impl HandshakeDecision {
+    /// Refuses with `status` and a plain-text `body`.
+    pub fn reject(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        let mut response = http::Response::new(body.into());
+        *response.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Self::Reject(response)
+    }
+}
+
+/// How to accept an upgrade.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Accept {
+    /// Headers added to the `101` response (e.g. `Set-Cookie`).
+    pub headers: http::HeaderMap,
+    /// The subprotocol to select; it must be one the client offered, else none is selected.
+    pub protocol: Option<String>,
+}
+
+impl Accept {
+    /// Accept with the subprotocol sockeye picked (see [`HandshakeRequest::default_protocol`]).
+    pub fn with_protocol(protocol: Option<String>) -> Self {
+        Self {
+            headers: http::HeaderMap::new(),
+            protocol,
+        }
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+}
+
+/// The server's handshake callback.
+pub type HandshakeCallback =
+    Arc<dyn Fn(&HandshakeRequest<'_>) -> HandshakeDecision + Send + Sync + 'static>;
+
+/// Which `Origin` headers a server accepts: the defence against cross-site WebSocket
+/// hijacking, since browsers send cookies with WebSocket handshakes. A refused origin gets
+/// `403 Forbidden`.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum OriginPolicy {
+    /// Every origin (the default: right for non-browser clients and public endpoints).
+    #[default]
+    Any,
+    /// Only these origins (compared case-insensitively, e.g. `https://example.com`). Requests
+    /// without `Origin` (non-browser clients; browsers always send it) are accepted.
+    AllowList(Vec<String>),
+    /// A predicate on the `Origin` header value (`None` when absent).
+    Callback(OriginCallback),
+}
+
+/// A predicate on the `Origin` header value, for [`OriginPolicy::Callback`].
+pub type OriginCallback = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync + 'static>;
+
+impl std::fmt::Debug for OriginPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("Any"),
+            Self::AllowList(list) => f.debug_tuple("AllowList").field(list).finish(),
+            Self::Callback(_) => f.write_str("Callback(..)"),
+        }
+    }
+}
+
+impl OriginPolicy {
+    fn allows(&self, origin: Option<&str>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::AllowList(list) => {
+                origin.is_none_or(|o| list.iter().any(|allowed| allowed.eq_ignore_ascii_case(o)))
+            }
+            Self::Callback(f) => f(origin),
+        }
+    }
+}
+
+/// The server's hooks into the handshake.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_handshake: Option<HandshakeCallback>,
+    pub(crate) origin: OriginPolicy,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_handshake", &self.on_handshake.is_some())
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     config: WebSocketConfig,
+    hooks: &Hooks,
+    peer: Option<SocketAddr>,
 ) -> Result<(WebSocketStream<S>, Request<()>), Error> {
     let timeout = config.handshake_timeout;
     let mut buf = Vec::with_capacity(1024);
     let parsed = tokio::time::timeout(timeout, read_request(&mut io, &mut buf, &config)).await;
-    let result = match parsed {
+    let (request, used) = match parsed {
         Err(_) => return Err(Error::HandshakeTimeout),
-        Ok(Err(Error::Handshake(err))) => Err(err),
-        Ok(Err(other)) => return Err(other),
-        Ok(Ok(found)) => Ok(found),
-    };
-    let mut out = Vec::new();
-    match result {
-        Ok((request, used)) => {
-            let (response, deflate) = accept_response_with(&request, config.deflate.as_ref());
-            write_response(&response, b"", &mut out);
-            io.write_all(&out).await?;
-            io.flush().await?;
-            tracing::debug!(path = %request.uri(), "websocket connection accepted");
-            let ws = WebSocketStream::from_raw_negotiated(
-                io,
-                Role::Server,
-                config,
-                deflate,
-                &buf[used..],
-            );
-            Ok((ws, request))
-        }
-        Err(err) => {
+        Ok(Err(Error::Handshake(err))) => {
             tracing::debug!(error = %err, status = err.status(), "handshake rejected");
             let (response, body) = reject_response(&err);
-            write_response(&response, &body, &mut out);
-            // Best effort: the peer may already be gone.
-            let _ = tokio::time::timeout(timeout, async {
-                io.write_all(&out).await?;
-                io.shutdown().await
-            })
-            .await;
-            Err(Error::Handshake(err))
+            send_refusal(&mut io, &response, &body, timeout).await;
+            return Err(Error::Handshake(err));
         }
+        Ok(Err(other)) => return Err(other),
+        Ok(Ok(found)) => found,
+    };
+    let origin = request
+        .headers()
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !hooks.origin.allows(origin) {
+        tracing::debug!(?origin, "origin refused");
+        let decision = HandshakeDecision::reject(403, "origin not allowed\n");
+        return Err(refuse(&mut io, decision, timeout).await);
     }
+    let protocols = requested_protocols(&request);
+    let default_protocol = protocols
+        .iter()
+        .find(|p| config.protocols.contains(p))
+        .cloned();
+    let accept = match &hooks.on_handshake {
+        None => Accept::with_protocol(default_protocol),
+        Some(callback) => {
+            let seen = HandshakeRequest {
+                request: &request,
+                peer,
+                protocols: protocols.clone(),
+                default_protocol,
+            };
+            match callback(&seen) {
+                HandshakeDecision::Accept(accept) => accept,
+                reject @ HandshakeDecision::Reject(_) => {
+                    return Err(refuse(&mut io, reject, timeout).await)
+                }
+            }
+        }
+    };
+    // §4.2.2: the selected subprotocol must be one the client offered.
+    let protocol = accept.protocol.filter(|p| protocols.contains(p));
+    let (mut response, deflate) =
+        accept_response_with(&request, config.deflate.as_ref(), protocol.as_deref());
+    for (name, value) in &accept.headers {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+    let mut out = Vec::new();
+    write_response(&response, b"", &mut out);
+    io.write_all(&out).await?;
+    io.flush().await?;
+    tracing::debug!(path = %request.uri(), ?protocol, "websocket connection accepted");
+    let mut ws =
+        WebSocketStream::from_raw_negotiated(io, Role::Server, config, deflate, &buf[used..]);
+    ws.set_protocol(protocol);
+    Ok((ws, request))
+}
+
+/// Writes a refusal chosen by the origin policy or the handshake callback; returns the error
+/// for the caller.
+async fn refuse<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    decision: HandshakeDecision,
+    timeout: Duration,
+) -> Error {
+    let HandshakeDecision::Reject(mut response) = decision else {
+        return Error::Handshake(Box::new(HandshakeError::BadHeader("refused")));
+    };
+    let length = http::HeaderValue::from(response.body().len());
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, length);
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    let (parts, body) = response.into_parts();
+    let head = http::Response::from_parts(parts, ());
+    send_refusal(io, &head, &body, timeout).await;
+    let (parts, ()) = head.into_parts();
+    Error::Http(Box::new(http::Response::from_parts(parts, body)))
+}
+
+async fn send_refusal<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    response: &http::Response<()>,
+    body: &[u8],
+    timeout: Duration,
+) {
+    let mut out = Vec::new();
+    write_response(response, body, &mut out);
+    // Best effort: the peer may already be gone.
+    let _ = tokio::time::timeout(timeout, async {
+        io.write_all(&out).await?;
+        io.shutdown().await
+    })
+    .await;
 }
 
 async fn read_request<S: AsyncRead + Unpin>(
@@ -130,7 +330,14 @@ pub struct Server {
     config: WebSocketConfig,
     max_connections: usize,
     shutdown_timeout: Duration,
+    hooks: Hooks,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
+
+/// The connections a [`Server`] hands out: TCP, or TLS over TCP when the server has a
+/// certificate.
+pub type ServerStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Default for [`Server::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -139,13 +346,27 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
 
 impl Server {
-    /// Listens on `addr`.
+    /// Listens on `addr` (the first of its addresses that can be bound), with `SO_REUSEADDR`
+    /// and a listen backlog of 1024 connections, capped by the kernel (`net.core.somaxconn` on
+    /// Linux). Use [`from_listener`](Self::from_listener) for other socket options.
     ///
     /// # Errors
     ///
-    /// When the address cannot be bound.
+    /// When no address of `addr` can be bound.
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Ok(Self::from_listener(TcpListener::bind(addr).await?))
+        let mut last_err = None;
+        for addr in tokio::net::lookup_host(addr).await? {
+            match listen(addr) {
+                Ok(listener) => return Ok(Self::from_listener(listener)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "could not resolve to any address",
+            )
+        }))
     }
 
     /// Serves on an existing listener.
@@ -154,8 +375,62 @@ impl Server {
             listener,
             config: WebSocketConfig::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            hooks: Hooks::default(),
+            #[cfg(feature = "rustls")]
+            tls: None,
             shutdown_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Serves TLS (`wss://`) with `config`, e.g. from
+    /// [`tls::server_config_from_pem_files`](crate::tls::server_config_from_pem_files). The TLS
+    /// handshake counts against the handshake timeout.
+    #[cfg(feature = "rustls")]
+    #[must_use]
+    pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Calls `callback` with every valid upgrade request (after the origin check); it accepts
+    /// (adding response headers, choosing the subprotocol) or refuses with any response.
+    ///
+    /// ```
+    /// use sockeye::{Accept, HandshakeDecision, Server};
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = Server::bind("127.0.0.1:0").await?.on_handshake(|hs| {
+    ///     match hs.request.headers().get("authorization") {
+    ///         Some(token) if token == "Bearer letmein" => {
+    ///             HandshakeDecision::Accept(Accept::with_protocol(hs.default_protocol.clone()))
+    ///         }
+    ///         _ => {
+    ///             let mut refusal = http::Response::new(b"token required\n".to_vec());
+    ///             *refusal.status_mut() = http::StatusCode::UNAUTHORIZED;
+    ///             refusal.headers_mut().insert(
+    ///                 "www-authenticate",
+    ///                 http::HeaderValue::from_static("Bearer"),
+    ///             );
+    ///             HandshakeDecision::Reject(refusal)
+    ///         }
+    ///     }
+    /// });
+    /// # drop(server); Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn on_handshake<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&HandshakeRequest<'_>) -> HandshakeDecision + Send + Sync + 'static,
+    {
+        self.hooks.on_handshake = Some(Arc::new(callback));
+        self
+    }
+
+    /// Sets the [`OriginPolicy`] (default: any origin).
+    #[must_use]
+    pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
+        self.hooks.origin = policy;
+        self
     }
 
     /// Most connections served at once, handshakes included. A connection over the limit is
@@ -201,13 +476,22 @@ impl Server {
     /// # Errors
     ///
     /// The handshake's error; [`Error::Io`] when accepting fails.
-    pub async fn accept(
-        &self,
-    ) -> Result<(WebSocketStream<TcpStream>, Request<()>, SocketAddr), Error> {
+    pub async fn accept(&self) -> Result<(ServerStream, Request<()>, SocketAddr), Error> {
         let (tcp, peer) = self.listener.accept().await?;
         self.config.apply_tcp_options(&tcp)?;
-        let (ws, request) = accept_with_config(tcp, self.config.clone()).await?;
+        let (ws, request) =
+            upgrade(tcp, peer, &self.config, &self.hooks, self.tls_config()).await?;
         Ok((ws, request, peer))
+    }
+
+    #[cfg(feature = "rustls")]
+    fn tls_config(&self) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+        self.tls.clone()
+    }
+
+    #[cfg(not(feature = "rustls"))]
+    fn tls_config(&self) -> Option<NoTls> {
+        None
     }
 
     /// Runs forever: accepts connections and spawns one tokio task per connection that performs
@@ -220,7 +504,7 @@ impl Server {
     /// retried after a short pause rather than returned.
     pub async fn serve<H, F>(self, handler: H) -> io::Result<()>
     where
-        H: Fn(WebSocketStream<TcpStream>, Request<()>) -> F + Send + Sync + 'static,
+        H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         self.serve_with_shutdown(handler, std::future::pending())
@@ -244,14 +528,17 @@ impl Server {
         signal: impl Future<Output = ()>,
     ) -> io::Result<()>
     where
-        H: Fn(WebSocketStream<TcpStream>, Request<()>) -> F + Send + Sync + 'static,
+        H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
+        let tls = self.tls_config();
         let Self {
             listener,
             config,
             max_connections,
             shutdown_timeout,
+            hooks,
+            ..
         } = self;
         let handler = Arc::new(handler);
         let shutdown = CancellationToken::new();
@@ -279,6 +566,8 @@ impl Server {
             };
             let handler = handler.clone();
             let config = config.clone();
+            let hooks = hooks.clone();
+            let tls = tls.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let _permit = permit;
@@ -286,7 +575,7 @@ impl Server {
                     tracing::debug!(%peer, error = %e, "cannot set socket options");
                 }
                 let accepted = tokio::select! {
-                    accepted = accept_with_config(tcp, config) => accepted,
+                    accepted = upgrade(tcp, peer, &config, &hooks, tls) => accepted,
                     () = shutdown.cancelled() => return,
                 };
                 match accepted {
@@ -316,6 +605,50 @@ impl Server {
         }
         Ok(())
     }
+}
+
+#[cfg(not(feature = "rustls"))]
+type NoTls = std::convert::Infallible;
+
+/// TLS (when configured) and the WebSocket handshake, within the handshake timeout.
+async fn upgrade(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    config: &WebSocketConfig,
+    hooks: &Hooks,
+    #[cfg(feature = "rustls")] tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    #[cfg(not(feature = "rustls"))] tls: Option<NoTls>,
+) -> Result<(ServerStream, Request<()>), Error> {
+    let io = match tls {
+        #[cfg(feature = "rustls")]
+        Some(tls) => tokio::time::timeout(config.handshake_timeout, crate::tls::accept(tcp, tls))
+            .await
+            .map_err(|_| Error::HandshakeTimeout)??,
+        #[cfg(not(feature = "rustls"))]
+        Some(never) => match never {},
+        None => MaybeTlsStream::Plain(tcp),
+    };
+    accept_hooked(io, config.clone(), hooks, Some(peer)).await
+}
+
+/// Connections the kernel completes and queues before the server accepts them. tokio's
+/// `TcpListener::bind` uses std's 128: a burst of more simultaneous connects overflows the queue,
+/// and the kernel drops SYNs and ACKs, so every client caught in the burst, well-behaved or not,
+/// waits for a retransmission (1 s, then 3 s…).
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std and tokio do on Unix: a restarted server can bind while old connections linger in
+    // TIME_WAIT.
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn log_rejected(peer: SocketAddr, err: &HandshakeError) {

@@ -53,7 +53,7 @@ impl Wake for WakerPair {
 ///   clean close ends the stream with `None`; a protocol violation yields
 ///   `Err(Error::Protocol)` and a connection lost without a close handshake
 ///   `Err(Error::AbnormalClosure)`, then `None`.
-/// - As a [`Sink`] it sends messages; `poll_ready` waits while more than
+/// - As a [`Sink`] it sends messages; `poll_ready` waits while at least
 ///   [`WebSocketConfig::write_buffer_high_water`] bytes are queued. `poll_close` performs the
 ///   close handshake with code 1000.
 /// - [`split`](Self::split) gives halves for two tasks.
@@ -77,6 +77,8 @@ pub struct WebSocketStream<S> {
     liveness: Liveness,
     /// Why this end aborted the connection, reported when the stream ends.
     aborted: Option<AbortReason>,
+    /// The subprotocol agreed in the handshake.
+    protocol: Option<String>,
 }
 
 /// Keepalive, idle and write timers, and the server's shutdown signal.
@@ -84,7 +86,10 @@ struct Liveness {
     last_read: Instant,
     last_message: Instant,
     keepalive: Option<Pin<Box<Sleep>>>,
-    ping_sent_at: Option<Instant>,
+    /// A keepalive ping was sent and nothing has been read since. A flag rather than a
+    /// comparison of instants: a pong read in the same clock tick as the ping (a coarse or
+    /// paused clock) is still an answer.
+    ping_unanswered: bool,
     idle: Option<Pin<Box<Sleep>>>,
     write_blocked: Option<Pin<Box<Sleep>>>,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -94,6 +99,16 @@ struct Liveness {
 enum AbortReason {
     Keepalive,
     WriteTimeout,
+}
+
+impl AbortReason {
+    /// The error reported for a connection aborted for this reason.
+    fn error(self) -> Error {
+        match self {
+            Self::Keepalive => Error::KeepaliveTimeout,
+            Self::WriteTimeout => Error::WriteTimeout,
+        }
+    }
 }
 
 /// Payload of keepalive pings.
@@ -153,13 +168,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 last_read: Instant::now(),
                 last_message: Instant::now(),
                 keepalive: None,
-                ping_sent_at: None,
+                ping_unanswered: false,
                 idle: None,
                 write_blocked: None,
                 shutdown: None,
             },
             aborted: None,
+            protocol: None,
         }
+    }
+
+    /// The subprotocol agreed in the opening handshake (the browser's `WebSocket.protocol`).
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
+        self.protocol = protocol;
     }
 
     /// Closes the connection with 1001 ("server shutting down") once `token` is cancelled,
@@ -175,7 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::QueueFull`] when more than
+    /// [`Error::QueueFull`] when at least
     /// [`WebSocketConfig::write_buffer_high_water`] bytes are already buffered (nothing is
     /// queued); [`Error::Send`] as for [`send`](Self::send).
     pub fn try_send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
@@ -395,6 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     self.conn.handle_eof();
                 } else {
                     self.liveness.last_read = Instant::now();
+                    self.liveness.ping_unanswered = false;
                     self.conn.handle_bytes(filled);
                 }
                 Poll::Ready(Ok(()))
@@ -425,8 +451,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             if let Some(closed) = self.closing_event.take() {
                 // Write the close frame (and shut down) before reporting the end, so that a
                 // caller who drops the stream on `None` or `Err` still closed properly; but a
-                // peer that reads nothing is not waited for beyond the close timeout.
-                if !self.io_failed && self.poll_drain().is_pending() && !self.poll_close_timer() {
+                // peer that reads nothing is not waited for beyond the close timeout, nor at all
+                // once the write timeout has found that it stopped reading.
+                if !self.io_failed
+                    && self.poll_drain().is_pending()
+                    && self.aborted != Some(AbortReason::WriteTimeout)
+                    && !self.poll_close_timer()
+                {
                     self.closing_event = Some(closed);
                     return Poll::Pending;
                 }
@@ -471,10 +502,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             "connection closed"
         );
         let result = match (&closed.error, closed.was_clean) {
-            _ if self.aborted.is_some() => Some(Err(match self.aborted {
-                Some(AbortReason::WriteTimeout) => Error::WriteTimeout,
-                _ => Error::KeepaliveTimeout,
-            })),
+            _ if self.aborted.is_some() => self.aborted.map(|reason| Err(reason.error())),
             (Some(err), _) => Some(Err(Error::Protocol(err.clone()))),
             (None, false) => Some(Err(Error::AbnormalClosure)),
             (None, true) => None,
@@ -509,9 +537,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if self.buffered_amount() >= self.config.write_buffer_high_water
             && self.poll_drain()?.is_pending()
         {
-            if self.poll_housekeeping() && self.aborted.is_some() {
-                let _ = self.poll_drain();
-                return Poll::Ready(Err(Error::WriteTimeout));
+            if self.poll_housekeeping() {
+                if let Some(reason) = self.aborted {
+                    let _ = self.poll_drain();
+                    return Poll::Ready(Err(reason.error()));
+                }
             }
             return Poll::Pending;
         }
@@ -538,9 +568,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.wakers.write.register(cx.waker());
         match self.poll_drain() {
             Poll::Pending => {
-                if self.poll_housekeeping() && self.aborted.is_some() {
-                    let _ = self.poll_drain();
-                    return Poll::Ready(Err(Error::WriteTimeout));
+                if self.poll_housekeeping() {
+                    if let Some(reason) = self.aborted {
+                        let _ = self.poll_drain();
+                        return Poll::Ready(Err(reason.error()));
+                    }
                 }
                 Poll::Pending
             }
@@ -558,9 +590,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     fn abort(&mut self, reason: AbortReason, code: CloseCode, text: &str) {
         tracing::debug!(?reason, "aborting connection");
         self.aborted = Some(reason);
+        // `write_buf` holds whole frames from `poll_transmit`, so a write position inside it is
+        // (as far as we can tell) inside a frame. Anything written after that would be read by
+        // the peer as the rest of the frame's payload: the close frame is dropped too, and the
+        // peer sees the transport end (1006) instead of a corrupt stream.
+        let mid_frame = self.write_pos != 0 && self.write_pos != self.write_buf.len();
         self.write_buf.clear();
         self.write_pos = 0;
         self.conn.abort(code, text);
+        if mid_frame && self.conn.buffered_amount() > 0 {
+            // Takes the close frame only (`Transmit::Bytes`); the shutdown still follows.
+            let mut dropped = Vec::new();
+            let _ = self.conn.poll_transmit(&mut dropped);
+        }
     }
 
     /// Runs the shutdown signal and the keepalive, idle and write timers (registered with the
@@ -601,13 +643,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
             while timer.as_mut().poll(&mut cx).is_ready() {
                 let now = Instant::now();
-                if let Some(sent) = self.liveness.ping_sent_at {
-                    if self.liveness.last_read > sent {
-                        // Answered (a pong or any other data): wait for the next quiet spell.
-                        self.liveness.ping_sent_at = None;
-                        timer.as_mut().reset(self.liveness.last_read + interval);
-                        continue;
-                    }
+                // Once answered (a pong or any other data), the ping is forgotten and the next
+                // one is due an interval after the last read, as below.
+                if self.liveness.ping_unanswered {
                     self.abort(
                         AbortReason::Keepalive,
                         CloseCode::INTERNAL_ERROR,
@@ -621,7 +659,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 } else if self.conn.state() == State::Open
                     && self.conn.ping(KEEPALIVE_PAYLOAD).is_ok()
                 {
-                    self.liveness.ping_sent_at = Some(now);
+                    self.liveness.ping_unanswered = true;
                     timer.as_mut().reset(now + self.config.keepalive_timeout);
                     changed = true;
                 } else {

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::handshake::is_tchar;
+
 /// The extension's registered name.
 pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
 
@@ -383,10 +385,6 @@ impl Params {
 pub(crate) struct Extension {
     pub(crate) name: String,
     pub(crate) params: Vec<(String, Option<String>)>,
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Parses `extension *( "," extension )`, `extension = token *( ";" token [ "=" value ] )`, where

@@ -10,7 +10,7 @@ use http::{Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, key_from_nonce};
 use super::{
-    check_partial_size, copy_headers, from_httparse, header_has_token, HandshakeConfig,
+    check_partial_size, copy_headers, from_httparse, header_has_token, is_token, HandshakeConfig,
     HandshakeError,
 };
 use crate::deflate::{DeflateConfig, DeflateParams, ExtensionError};
@@ -22,6 +22,7 @@ pub struct ClientRequest {
     resource: String,
     headers: HeaderMap,
     deflate: Option<DeflateConfig>,
+    protocols: Vec<String>,
 }
 
 impl ClientRequest {
@@ -38,7 +39,33 @@ impl ClientRequest {
             },
             headers: HeaderMap::new(),
             deflate: None,
+            protocols: Vec::new(),
         }
+    }
+
+    /// Offers subprotocols (`Sec-WebSocket-Protocol`), most preferred first. The server picks
+    /// one or none; picking one not offered fails the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::InvalidProtocol`] for an empty name, a name that is not an HTTP token
+    /// (RFC 6455 §4.1: "each value MUST be a non-empty string with characters in the range
+    /// U+0021 to U+007E not including separator characters"), or a duplicate.
+    pub fn protocols<I, P>(mut self, protocols: I) -> Result<Self, HandshakeError>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let mut list: Vec<String> = Vec::new();
+        for protocol in protocols {
+            let protocol = protocol.into();
+            if !is_token(protocol.as_bytes()) || list.contains(&protocol) {
+                return Err(HandshakeError::InvalidProtocol);
+            }
+            list.push(protocol);
+        }
+        self.protocols = list;
+        Ok(self)
     }
 
     /// Offers permessage-deflate with `config` (RFC 7692).
@@ -70,6 +97,8 @@ pub struct ClientHandshake {
     config: HandshakeConfig,
     deflate_offer: Option<DeflateConfig>,
     deflate: Option<DeflateParams>,
+    offered_protocols: Vec<String>,
+    protocol: Option<String>,
 }
 
 impl ClientHandshake {
@@ -91,6 +120,11 @@ impl ClientHandshake {
         );
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\r\n");
+        if !request.protocols.is_empty() {
+            out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+            out.extend_from_slice(request.protocols.join(", ").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(deflate) = &request.deflate {
             out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
             out.extend_from_slice(deflate.offer().as_bytes());
@@ -103,6 +137,7 @@ impl ClientHandshake {
             SEC_WEBSOCKET_VERSION,
             SEC_WEBSOCKET_KEY,
             SEC_WEBSOCKET_EXTENSIONS,
+            SEC_WEBSOCKET_PROTOCOL,
         ];
         for (name, value) in &request.headers {
             if own.contains(name) {
@@ -119,7 +154,15 @@ impl ClientHandshake {
             config,
             deflate_offer: request.deflate.clone(),
             deflate: None,
+            offered_protocols: request.protocols.clone(),
+            protocol: None,
         }
+    }
+
+    /// The subprotocol the server selected, after a successful
+    /// [`handle_response`](Self::handle_response).
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
     }
 
     /// The permessage-deflate parameters the server agreed to, after a successful
@@ -141,6 +184,23 @@ impl ClientHandshake {
     /// selects what was not offered (§4.1: "the client MUST _Fail the WebSocket Connection_").
     pub fn handle_response(
         &mut self,
+        buf: &[u8],
+    ) -> Result<Option<(Response<()>, usize)>, HandshakeError> {
+        let Some((response, used)) = self.parse_response(buf)? else {
+            return Ok(None);
+        };
+        self.validate_response(&response)?;
+        Ok(Some((response, used)))
+    }
+
+    /// Parses the server's response head without judging it, so that a caller can read the
+    /// body of a refusal (a 401 with its explanation, a redirect) before reporting it.
+    ///
+    /// # Errors
+    ///
+    /// Malformed HTTP and the head-size and header-count limits.
+    pub fn parse_response(
+        &self,
         buf: &[u8],
     ) -> Result<Option<(Response<()>, usize)>, HandshakeError> {
         let mut headers = vec![httparse::EMPTY_HEADER; self.config.max_headers];
@@ -166,7 +226,17 @@ impl ClientHandshake {
             .map_err(|_| HandshakeError::MalformedHttp("invalid status"))?;
         *response.version_mut() = Version::HTTP_11;
         copy_headers(parsed.headers, response.headers_mut())?;
-        // §4.1, the client's checks on the server's handshake, items 1–6.
+        Ok(Some((response, used)))
+    }
+
+    /// Checks a parsed response: §4.1, the client's checks on the server's handshake, items 1–6,
+    /// and records the agreed extension and subprotocol.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_response`](Self::handle_response).
+    pub fn validate_response(&mut self, response: &Response<()>) -> Result<(), HandshakeError> {
+        let code = response.status().as_u16();
         if code != 101 {
             return Err(HandshakeError::UnexpectedStatus(code));
         }
@@ -204,10 +274,24 @@ impl ClientHandshake {
                 Err(e) => return Err(HandshakeError::InvalidExtension(e)),
             };
         }
-        if headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
-            return Err(HandshakeError::UnexpectedProtocol);
-        }
-        Ok(Some((response, used)))
+        let mut protocols = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter();
+        self.protocol = match (protocols.next(), protocols.next()) {
+            (None, _) => None,
+            // §4.1: "If the response includes a |Sec-WebSocket-Protocol| header field and this
+            // header field indicates the use of a subprotocol that was not present in the
+            // client's handshake ... the client MUST _Fail the WebSocket Connection_."
+            (Some(value), None) => {
+                let value = value
+                    .to_str()
+                    .map_err(|_| HandshakeError::UnexpectedProtocol)?;
+                if !self.offered_protocols.iter().any(|p| p == value) {
+                    return Err(HandshakeError::UnexpectedProtocol);
+                }
+                Some(value.to_owned())
+            }
+            (Some(_), Some(_)) => return Err(HandshakeError::UnexpectedProtocol),
+        };
+        Ok(())
     }
 }
 
@@ -225,16 +309,50 @@ mod tests {
         let (request, _) = parse_request(&out, &HandshakeConfig::default())
             .unwrap()
             .unwrap();
-        let (response, params) = accept_response_with(&request, Some(&DeflateConfig::default()));
+        let (response, params) =
+            accept_response_with(&request, Some(&DeflateConfig::default()), None);
         assert!(params.is_some());
         let mut bytes = Vec::new();
         write_response(&response, b"", &mut bytes);
         handshake.handle_response(&bytes).unwrap().unwrap();
         assert_eq!(handshake.deflate(), params);
         // Without an offer the server answers without the extension.
-        let (response, params) = accept_response_with(&request, None);
+        let (response, params) = accept_response_with(&request, None, None);
         assert!(params.is_none());
         assert!(!response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS));
+    }
+
+    #[test]
+    fn subprotocols_are_offered_selected_and_checked() {
+        assert_eq!(
+            ClientRequest::new("h", "/").protocols(["a b"]).unwrap_err(),
+            HandshakeError::InvalidProtocol
+        );
+        assert!(ClientRequest::new("h", "/").protocols(["x", "x"]).is_err());
+        assert!(ClientRequest::new("h", "/").protocols([""]).is_err());
+        let request = ClientRequest::new("h", "/")
+            .protocols(["graphql-transport-ws", "mqtt"])
+            .unwrap();
+        let mut out = Vec::new();
+        let mut handshake =
+            ClientHandshake::new(&request, [5; 16], HandshakeConfig::default(), &mut out);
+        let (parsed, _) = parse_request(&out, &HandshakeConfig::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            crate::handshake::requested_protocols(&parsed),
+            ["graphql-transport-ws", "mqtt"]
+        );
+        for (chosen, ok) in [(Some("mqtt"), true), (None, true), (Some("chat"), false)] {
+            let (response, _) = accept_response_with(&parsed, None, chosen);
+            let mut bytes = Vec::new();
+            write_response(&response, b"", &mut bytes);
+            let result = handshake.handle_response(&bytes);
+            assert_eq!(result.is_ok(), ok, "{chosen:?}");
+            if ok {
+                assert_eq!(handshake.protocol(), chosen);
+            }
+        }
     }
 
     fn start() -> (ClientHandshake, Vec<u8>) {

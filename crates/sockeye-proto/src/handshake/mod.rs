@@ -77,6 +77,8 @@ pub enum HandshakeError {
     InvalidExtension(ExtensionError),
     /// The server selected a subprotocol the client did not offer.
     UnexpectedProtocol,
+    /// A subprotocol name that is empty, not an HTTP token, or offered twice.
+    InvalidProtocol,
 }
 
 impl HandshakeError {
@@ -93,7 +95,8 @@ impl HandshakeError {
             | Self::BadAccept
             | Self::UnexpectedExtension
             | Self::InvalidExtension(_)
-            | Self::UnexpectedProtocol => 400,
+            | Self::UnexpectedProtocol
+            | Self::InvalidProtocol => 400,
         }
     }
 }
@@ -113,6 +116,7 @@ impl fmt::Display for HandshakeError {
             Self::UnexpectedExtension => f.write_str("server selected an extension not offered"),
             Self::InvalidExtension(e) => write!(f, "bad extension response: {e}"),
             Self::UnexpectedProtocol => f.write_str("server selected a subprotocol not offered"),
+            Self::InvalidProtocol => f.write_str("invalid or duplicate subprotocol name"),
         }
     }
 }
@@ -140,6 +144,31 @@ pub(crate) fn from_httparse(err: httparse::Error, config: &HandshakeConfig) -> H
         httparse::Error::Token => HandshakeError::MalformedHttp("invalid token"),
         httparse::Error::Version => HandshakeError::MalformedHttp("invalid http version"),
     }
+}
+
+/// Whether `b` is an HTTP token character (RFC 7230 §3.2.6 `tchar`).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `value` is an HTTP token: one or more `tchar`.
+pub(crate) fn is_token(value: &[u8]) -> bool {
+    !value.is_empty() && value.iter().all(|&b| is_tchar(b))
+}
+
+/// The subprotocols a request offers, in the client's order (`Sec-WebSocket-Protocol`, which
+/// may be repeated and holds comma-separated tokens).
+pub fn requested_protocols(request: &http::Request<()>) -> Vec<String> {
+    request
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| is_token(p.as_bytes()))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Copies parsed header fields into an `http` header map.

@@ -3,8 +3,8 @@
 
 use http::header::{
     HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
-    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 
@@ -103,13 +103,19 @@ fn validate_request(request: &Request<()>) -> Result<(), HandshakeError> {
 }
 
 /// The `101 Switching Protocols` answer to a request accepted by [`parse_request`], accepting
-/// the first acceptable permessage-deflate offer when `deflate` is given. Returns the response
-/// and the agreed parameters (`None`: no compression).
+/// the first acceptable permessage-deflate offer when `deflate` is given and naming `protocol`
+/// as the subprotocol (it should be one the request offered, see
+/// [`requested_protocols`](super::requested_protocols)). Returns the response and the agreed
+/// deflate parameters (`None`: no compression).
 pub fn accept_response_with(
     request: &Request<()>,
     deflate: Option<&DeflateConfig>,
+    protocol: Option<&str>,
 ) -> (Response<()>, Option<DeflateParams>) {
     let mut response = accept_response(request);
+    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+        response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
     let params = deflate.and_then(|config| {
         config.accept_offer(
             request

@@ -4,9 +4,11 @@
 //! Every test binary uses a different subset.
 #![allow(dead_code, unreachable_pub)]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -37,7 +39,10 @@ pub fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
 /// A client and a server connected over loopback TCP with a real opening handshake.
 pub async fn tcp_pair(
     config: WebSocketConfig,
-) -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
+) -> (
+    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+) {
     let server = Server::bind("127.0.0.1:0")
         .await
         .expect("bind")
@@ -420,4 +425,416 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     )
     .into_bytes()
+}
+
+// ---- Reliability: raw peers on pipes and sockets, drained streams, background servers ------
+
+/// Masking key of the raw clients below.
+pub const RAW_MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+/// Awaits `fut`, failing the test if it takes longer than `limit` (of tokio time, so under a
+/// paused clock a hang fails as soon as nothing else can happen).
+pub async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// A sockeye server and a raw client over an in-memory pipe of `capacity` bytes each way.
+pub fn server_and_raw_client(
+    capacity: usize,
+    config: WebSocketConfig,
+) -> (WebSocketStream<DuplexStream>, RawPeer<DuplexStream>) {
+    let (a, b) = tokio::io::duplex(capacity);
+    (
+        WebSocketStream::from_raw(b, Role::Server, config, &[]),
+        RawPeer::new(a, Some(RAW_MASK)),
+    )
+}
+
+/// A sockeye client and a raw server over an in-memory pipe of `capacity` bytes each way.
+pub fn client_and_raw_server(
+    capacity: usize,
+    config: WebSocketConfig,
+) -> (WebSocketStream<DuplexStream>, RawPeer<DuplexStream>) {
+    let (a, b) = tokio::io::duplex(capacity);
+    (
+        WebSocketStream::from_raw(b, Role::Client, config, &[]),
+        RawPeer::new(a, None),
+    )
+}
+
+/// A sockeye server (run through `accept_with_config`, so the test owns the stream) and a raw
+/// client over loopback TCP.
+pub async fn tcp_server_and_raw_client(
+    config: WebSocketConfig,
+) -> (WebSocketStream<TcpStream>, RawPeer<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (accepted, raw) = within("tcp handshake", async {
+        tokio::join!(
+            async {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                sockeye::accept_with_config(tcp, config).await
+            },
+            raw_client(addr)
+        )
+    })
+    .await;
+    let (ws, _request) = accepted.expect("server handshake");
+    (ws, raw)
+}
+
+/// What a stream yielded until it ended, each item with the tokio time it arrived.
+#[derive(Debug)]
+pub struct Drained<S> {
+    pub items: Vec<(tokio::time::Instant, Result<Message, Error>)>,
+    pub ws: WebSocketStream<S>,
+}
+
+impl<S> Drained<S> {
+    /// The messages, failing on any error.
+    pub fn messages(&self) -> Vec<&Message> {
+        self.items
+            .iter()
+            .map(|(_, item)| item.as_ref().expect("no error"))
+            .collect()
+    }
+}
+
+/// Polls `ws` from a task (so its timers run) until it yields `None`, recording every item.
+pub fn spawn_drain<S>(mut ws: WebSocketStream<S>) -> JoinHandle<Drained<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut items = Vec::new();
+        while let Some(item) = ws.next().await {
+            items.push((tokio::time::Instant::now(), item));
+        }
+        Drained { items, ws }
+    })
+}
+
+/// A `Server` running `serve_with_shutdown` in a task, stopped by `stop`.
+#[derive(Debug)]
+pub struct Serving {
+    pub addr: SocketAddr,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Fires the shutdown signal.
+    pub fn signal(&mut self) {
+        let stop = self.stop.take().expect("signalled once");
+        stop.send(()).expect("server still running");
+    }
+}
+
+/// Binds `server` (already configured) to a task that serves `handler` until signalled.
+pub fn serve_in_background<H, F>(server: Server, handler: H) -> Serving
+where
+    H: Fn(WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>, sockeye::http::Request<()>) -> F
+        + Send
+        + Sync
+        + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let addr = server.local_addr().expect("local addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve_with_shutdown(handler, async {
+        let _ = stopped.await;
+    }));
+    Serving {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+// ---- Process resources (Linux /proc) ---------------------------------------------------------
+
+/// Resident set size of this process, in bytes (`VmRSS` in `/proc/self/status`).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS value in kB");
+    kib * 1024
+}
+
+/// File descriptors open in this process (entries of `/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// TCP sockets open in this process: descriptors of `/proc/self/fd` whose inode is listed in
+/// `/proc/net/tcp` or `/proc/net/tcp6`. Blind to the Unix sockets and event descriptors that
+/// runtimes open for themselves.
+pub fn open_tcp_sockets() -> usize {
+    let mut tcp_inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        // Columns: sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+        tcp_inodes.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().nth(9).map(str::to_owned)),
+        );
+    }
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .filter(|inode| tcp_inodes.contains(inode))
+        .count()
+}
+
+/// Soft limit on open file descriptors (`Max open files` in `/proc/self/limits`); `u64::MAX`
+/// when unlimited.
+pub fn fd_soft_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("Max open files line");
+    match line.split_whitespace().nth(3) {
+        Some("unlimited") => u64::MAX,
+        Some(n) => n.parse().expect("numeric fd limit"),
+        None => panic!("malformed limits line: {line}"),
+    }
+}
+
+/// Megabytes with one decimal, for reports.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+// ---- permessage-deflate (RFC 7692) ----------------------------------------------------------
+
+/// A client with `client_config` and a server with `server_config` over loopback TCP, with a
+/// real opening handshake (so the extension is negotiated as in production).
+pub async fn tcp_pair_with(
+    client_config: WebSocketConfig,
+    server_config: WebSocketConfig,
+) -> (
+    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+) {
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .config(server_config);
+    let url = format!("ws://{}/", server.local_addr().expect("local addr"));
+    let (client, accepted) = within("tcp handshake", async {
+        tokio::join!(
+            sockeye::connect_with_config(&url, client_config),
+            server.accept()
+        )
+    })
+    .await;
+    let (client, response) = client.expect("client handshake");
+    assert_eq!(response.status(), 101);
+    let (server, _request, _peer) = accepted.expect("server handshake");
+    (client, server)
+}
+
+/// A frame with RSV1 set: the first frame of a compressed message (RFC 7692 §6).
+pub fn compressed_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut bytes = frame(fin, opcode, payload, mask);
+    bytes[0] |= 0x40;
+    bytes
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawPeer<S> {
+    /// The next frame with its RSV bits (RSV1 = 0b100); [`read_frame`](Self::read_frame) refuses
+    /// frames with RSV bits. `None` at end of stream on a frame boundary.
+    pub async fn read_frame_rsv(&mut self) -> Option<(u8, RawFrame)> {
+        loop {
+            if let Some(&b0) = self.buf.first() {
+                let mut cleared = self.buf.clone();
+                cleared[0] = b0 & 0x8F;
+                if let Some((frame, used)) = parse_frame(&cleared) {
+                    self.buf.drain(..used);
+                    return Some(((b0 >> 4) & 0x7, frame));
+                }
+            }
+            if !self.fill().await {
+                assert!(self.buf.is_empty(), "stream ended inside a frame");
+                return None;
+            }
+        }
+    }
+}
+
+/// A field of `/proc/self/status` given in kB (`VmRSS`, `VmHWM`...), in bytes.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status
+        .lines()
+        .find(|line| line.split(':').next() == Some(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("malformed {line:?}"));
+    kib * 1024
+}
+
+/// A decompression bomb built by hand from RFC 1951: one dynamic Huffman block with a literal
+/// zero and `matches` copies of (length 258, distance 1) at two bits each, ending as RFC 7692
+/// §7.2.1 says. Inflates to `1 + 258 * matches` zeros from about `matches / 4` bytes.
+pub fn zero_bomb(matches: usize) -> Vec<u8> {
+    struct Bits {
+        bytes: Vec<u8>,
+        used: u32,
+    }
+    impl Bits {
+        fn push(&mut self, bit: bool) {
+            if self.used == 0 {
+                self.bytes.push(0);
+            }
+            if bit {
+                *self.bytes.last_mut().unwrap() |= 1 << self.used;
+            }
+            self.used = (self.used + 1) % 8;
+        }
+        /// A field, least significant bit first.
+        fn field(&mut self, value: u32, len: u32) {
+            (0..len).for_each(|i| self.push((value >> i) & 1 == 1));
+        }
+        /// A Huffman code, most significant bit first.
+        fn code(&mut self, code: u32, len: u32) {
+            (0..len).rev().for_each(|i| self.push((code >> i) & 1 == 1));
+        }
+    }
+    let mut w = Bits {
+        bytes: Vec::with_capacity(matches / 4 + 64),
+        used: 0,
+    };
+    w.field(0, 1); // BFINAL 0
+    w.field(2, 2); // dynamic Huffman codes
+    w.field(29, 5); // 286 literal/length codes
+    w.field(0, 5); // 1 distance code
+    w.field(14, 4); // 18 code length code lengths, in RFC 1951 order:
+    for len in [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2] {
+        w.field(len, 3); // 18 -> "0", 1 -> "10", 2 -> "11"
+    }
+    w.code(0b11, 2); // literal 0: length 2
+    w.code(0b0, 1); // literals 1..=138: 0
+    w.field(138 - 11, 7);
+    w.code(0b0, 1); // literals 139..=255: 0
+    w.field(117 - 11, 7);
+    w.code(0b11, 2); // end of block: length 2
+    w.code(0b0, 1); // lengths 257..=284: 0
+    w.field(28 - 11, 7);
+    w.code(0b10, 2); // length 258 (symbol 285): length 1
+    w.code(0b10, 2); // distance 1 (symbol 0): length 1
+                     // Codes: 285 -> "0", literal 0 -> "10", end of block -> "11"; distance 1 -> "0".
+    w.code(0b10, 2);
+    for _ in 0..matches {
+        w.code(0b00, 2);
+    }
+    w.code(0b11, 2);
+    w.field(0, 3); // an empty stored block, its 00 00 ff ff left to the receiver
+    w.bytes
+}
+
+// ---- Heap accounting ------------------------------------------------------------------------
+
+static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting the bytes it holds for the program. A test binary that wants
+/// [`heap_live_bytes`] installs it:
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOCATOR: common::CountingAllocator = common::CountingAllocator;
+/// ```
+///
+/// Unlike RSS, the count is blind to memory the allocator keeps after a free, so it tells a
+/// leak (the count grows with every round of work) from retention (RSS stays up, the count
+/// goes back down).
+#[derive(Debug)]
+pub struct CountingAllocator;
+
+// SAFETY: every method forwards to `System` with the caller's pointer and layout unchanged; the
+// counter is bookkeeping and never affects what is returned.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            HEAP_LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            HEAP_LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator (so from `System`) with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from `System` with `layout`; the caller upholds the rest.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            HEAP_LIVE.fetch_add(new_size, Ordering::Relaxed);
+            HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+/// Bytes allocated and not yet freed, when [`CountingAllocator`] is the global allocator
+/// (else 0).
+pub fn heap_live_bytes() -> u64 {
+    HEAP_LIVE.load(Ordering::Relaxed) as u64
+}
+
+/// Hands the allocator's free memory back to the OS where the allocator can (glibc keeps freed
+/// arena memory until asked), so that RSS shows what is in use rather than the high-water mark.
+pub fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` takes a byte count, touches only the allocator's own
+        // free lists (thread-safe) and returns a flag.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }

@@ -1,0 +1,155 @@
+//! TLS for `wss://` over rustls (cargo feature `rustls`, on by default).
+//!
+//! Clients verify servers against the bundled Mozilla root store (`webpki-roots`), so a build
+//! behaves the same on every machine; [`client_config`] adds extra roots from PEM, and
+//! [`WebSocketConfig::tls_client`](crate::WebSocketConfig::tls_client) takes any
+//! `rustls::ClientConfig` (e.g. one using the platform verifier). Servers take a certificate
+//! chain and key in PEM ([`server_config_from_pem`]) or a `rustls::ServerConfig`. Both sides
+//! offer ALPN `http/1.1`.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+
+use crate::error::Error;
+use crate::transport::MaybeTlsStream;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Tls(e.into())
+}
+
+/// Parses every certificate in a PEM bundle.
+///
+/// # Errors
+///
+/// [`Error::Tls`] for malformed PEM or a bundle without certificates.
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(format!("invalid certificate pem: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_error("no certificate in pem"));
+    }
+    Ok(certs)
+}
+
+/// A client configuration trusting the bundled Mozilla roots plus the certificates in
+/// `extra_roots_pem` (e.g. a private CA), offering ALPN `http/1.1`.
+///
+/// # Errors
+///
+/// [`Error::Tls`] when the PEM holds no valid certificate.
+pub fn client_config(extra_roots_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_roots_pem {
+        for cert in certificates_from_pem(pem)? {
+            roots.add(cert).map_err(tls_error)?;
+        }
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The default client configuration (bundled roots only), built once.
+pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, Error> {
+    static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(config) = DEFAULT.get() {
+        return Ok(config.clone());
+    }
+    let config = client_config(None)?;
+    Ok(DEFAULT.get_or_init(|| config).clone())
+}
+
+/// A server configuration from a PEM certificate chain (leaf first) and a PEM private key
+/// (PKCS#8, PKCS#1 or SEC1), offering ALPN `http/1.1`.
+///
+/// # Errors
+///
+/// [`Error::Tls`] for malformed PEM or a key that does not match the certificate.
+pub fn server_config_from_pem(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<ServerConfig>, Error> {
+    let chain = certificates_from_pem(cert_chain_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| tls_error(format!("invalid private key pem: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(tls_error)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`server_config_from_pem`] reading the two files.
+///
+/// # Errors
+///
+/// [`Error::Io`] when a file cannot be read, else as [`server_config_from_pem`].
+pub fn server_config_from_pem_files(
+    cert_chain: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> Result<Arc<ServerConfig>, Error> {
+    let chain = std::fs::read(cert_chain)?;
+    let key = std::fs::read(key)?;
+    server_config_from_pem(&chain, &key)
+}
+
+/// Performs the client TLS handshake with SNI `host`.
+pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    host: &str,
+    config: Arc<ClientConfig>,
+) -> Result<MaybeTlsStream<S>, Error> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| tls_error(format!("invalid server name {host:?}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, io)
+        .await
+        .map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                Some(tls) => tls_error(tls.clone()),
+                None => Error::Io(e),
+            }
+        })?;
+    Ok(MaybeTlsStream::ClientTls(Box::new(stream)))
+}
+
+/// Performs the server TLS handshake.
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    config: Arc<ServerConfig>,
+) -> Result<MaybeTlsStream<S>, Error> {
+    let stream = tokio_rustls::TlsAcceptor::from(config)
+        .accept(io)
+        .await
+        .map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                Some(tls) => tls_error(tls.clone()),
+                None => Error::Io(e),
+            }
+        })?;
+    Ok(MaybeTlsStream::ServerTls(Box::new(stream)))
+}
