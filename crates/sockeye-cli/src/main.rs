@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use sockeye::{Message, WebSocketConfig, WebSocketStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -259,13 +259,13 @@ async fn shutdown_signal() {
     eprintln!("sockeye: shutting down (closing connections with 1001)");
 }
 
-/// Echoes every data message until the connection ends. Messages already received are written
-/// in one batch before waiting for more.
+/// Echoes every data message until the connection ends. Replies are queued with `feed`; the
+/// stream writes them when it has no message ready, so a burst is answered in one write.
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
     while let Some(item) = ws.next().await {
         match item {
             Ok(message) if message.is_data() => {
-                if ws.send(message).await.is_err() {
+                if ws.feed(message).await.is_err() {
                     break;
                 }
             }

@@ -897,6 +897,10 @@ impl Connection {
         }
         let kind = self.receiving.take();
         let payload = self.message.split().freeze();
+        if self.message.capacity() > SCRATCH_KEEP {
+            // Spare room shares the delivered message's allocation: let it go with it.
+            self.message = BytesMut::new();
+        }
         let message = match kind {
             Some(DataKind::Text) => {
                 if self.utf8_state != Utf8State::Complete {

@@ -61,7 +61,6 @@ pub struct WebSocketStream<S> {
     io: S,
     conn: Connection,
     config: WebSocketConfig,
-    read_buf: Box<[u8]>,
     write_buf: Vec<u8>,
     write_pos: usize,
     needs_flush: bool,
@@ -111,6 +110,14 @@ impl AbortReason {
     }
 }
 
+thread_local! {
+    /// The buffer every connection polled on this thread reads into.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Write buffers larger than this are freed once written.
+const KEEP_WRITE_BUFFER: usize = 64 << 10;
+
 /// Payload of keepalive pings.
 const KEEPALIVE_PAYLOAD: &[u8] = b"sockeye-keepalive";
 
@@ -152,7 +159,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Self {
             io,
             conn,
-            read_buf: vec![0; config.read_buffer_size.max(1024)].into_boxed_slice(),
             config,
             write_buf: Vec::new(),
             write_pos: 0,
@@ -369,6 +375,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             if self.write_pos == self.write_buf.len() {
                 self.write_buf.clear();
                 self.write_pos = 0;
+                if self.write_buf.capacity() > KEEP_WRITE_BUFFER {
+                    // A large message passed through: do not keep its buffer while idle.
+                    self.write_buf = Vec::new();
+                }
                 match self.conn.poll_transmit(&mut self.write_buf) {
                     Transmit::Idle if self.shutdown_pending => {
                         ready!(Pin::new(&mut self.io).poll_shutdown(&mut proxy_cx))?;
@@ -412,9 +422,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             return Poll::Ready(Ok(()));
         }
         let mut proxy_cx = Context::from_waker(&self.proxy);
-        let mut buf = ReadBuf::new(&mut self.read_buf);
-        match ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf)) {
-            Ok(()) => {
+        let size = self.config.read_buffer_size.max(1024);
+        // The connection copies (or stashes) every byte it is given, so one read buffer per
+        // thread serves every connection: an idle connection holds no read buffer.
+        let result = READ_BUF.with_borrow_mut(|read_buf| {
+            if read_buf.len() < size {
+                read_buf.resize(size, 0);
+            }
+            let mut buf = ReadBuf::new(&mut read_buf[..size]);
+            let result = ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf));
+            if result.is_ok() {
                 let filled = buf.filled();
                 if filled.is_empty() {
                     self.conn.handle_eof();
@@ -423,8 +440,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     self.liveness.ping_unanswered = false;
                     self.conn.handle_bytes(filled);
                 }
-                Poll::Ready(Ok(()))
             }
+            Poll::Ready(result)
+        });
+        match ready!(result) {
+            Ok(()) => Poll::Ready(Ok(())),
             Err(e) => {
                 self.io_failed = true;
                 self.conn.handle_eof();
@@ -467,9 +487,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 Some(Event::Message(message)) => {
                     if message.is_data() {
                         self.liveness.last_message = Instant::now();
-                    }
-                    // Answer pings (and echo a close) promptly, without waiting for a send.
-                    if let Poll::Ready(Err(e)) = self.poll_drain() {
+                    } else if let Poll::Ready(Err(e)) = self.poll_drain() {
+                        // A ping's pong or a close's echo goes out at once. Data the
+                        // application queued waits until the stream has no message ready, so
+                        // that replies to a burst leave in one write.
                         tracing::debug!(error = %e, "write failed while reading");
                     }
                     return Poll::Ready(Some(Ok(message)));
