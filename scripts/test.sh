@@ -23,13 +23,14 @@ if cargo tree -p sockeye-proto -e normal --prefix none | grep -Ei '^(tokio|futur
 fi
 
 step "tests (unit, property, integration, doc)"
-SOCKEYE_SOAK_SECS=5 cargo test --workspace --locked
+SOCKEYE_SOAK_SECS=5 SOCKEYE_SOAK_CONCURRENCY=200 cargo test --workspace --locked
 
 step "sockeye builds without TLS (--no-default-features)"
 cargo check -p sockeye --no-default-features --locked --quiet
 
-step "soak: 60 s of churning connections (set SOCKEYE_SOAK_SECS for longer)"
-SOCKEYE_SOAK_SECS=${SOCKEYE_SOAK_SECS:-60} cargo test -p sockeye --locked --test soak -- --nocapture
+step "soak: 60 s of 1,000 concurrent churning connections (SOCKEYE_SOAK_SECS for longer)"
+SOCKEYE_SOAK_SECS=${SOCKEYE_SOAK_SECS:-60} SOCKEYE_SOAK_CONCURRENCY=${SOCKEYE_SOAK_CONCURRENCY:-1000} \
+    cargo test --release -p sockeye --locked --test soak -- --nocapture
 
 step "rustdoc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
