@@ -19,11 +19,20 @@
 # (WebSocketStream::extensions, which lists client_no_context_takeover when the client declared
 # it even if the server's answer omits it).
 #
+# Then the same five pairs over TLS (wss://), without compression and with deflate
+# (TLS_COMBOS): a throwaway CA and a server certificate for localhost and 127.0.0.1 are made with
+# openssl at every run into target/interop/tls/ (nothing committed); the servers get
+# --tls-cert/--tls-key and the clients trust the CA with --ca, so each side's own TLS stack
+# (rustls, Python's ssl, Node's tls) verifies the other. wss-no-ca runs the three clients
+# without --ca against the sockeye TLS server: each must refuse the certificate.
+#
 # Set-up, idempotent: websockets into target/venv (Debian's python3-venv if `python3 -m venv`
-# fails), ws into interop/node/node_modules with `npm ci` (Debian's nodejs and npm if missing).
+# fails), ws into interop/node/node_modules with `npm ci` (Debian's nodejs and npm if missing),
+# Debian's openssl if missing.
 # Servers listen on 127.0.0.1 port 0; every step runs under `timeout`; every process started
-# is killed on exit. Logs: target/interop/COMBO/. Prints one line per combination and pair and
-# ends with "interop: N passed, N failed, N skipped"; exits 1 if any failed.
+# is killed on exit. Logs: target/interop/COMBO/. Prints one line per combination and pair,
+# a line "interop: wss: N passed, N failed" for the TLS part, and ends with
+# "interop: N passed, N failed, N skipped"; exits 1 if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -89,6 +98,14 @@ COMBOS=(
     "cmwb-s12-c9  | cmwb=12                | cmwb=9                 | $PD; client_max_window_bits=9 | = | ="
 )
 
+# The TLS part: same columns. Certificates are checked by name (the URLs use 127.0.0.1, an IP
+# SAN of the server certificate) and against the throwaway CA only.
+TLS_COMBOS=(
+    "wss-off      | off                    | off                    | none | = | ="
+    "wss-deflate  | deflate                | deflate                | $PD | = | ="
+)
+TLS_DIR=$OUT/tls
+
 # What a real peer cannot do, keyed by "PAIR:COMBO", with the text of its refusal. Such a run
 # is still made: it counts as skipped when it fails with exactly that refusal, as failed
 # otherwise (also when it passes: then the limitation is gone and this table is out of date).
@@ -141,6 +158,38 @@ setup_node() {
         say "installing ws $want into interop/node/node_modules (npm ci)"
         (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
     fi
+}
+
+setup_openssl() {
+    if ! command -v openssl >/dev/null; then
+        say "installing Debian's openssl"
+        apt-get update -qq && apt-get install -y -qq openssl
+    fi
+}
+
+# make_certs: a CA and a server certificate for localhost and 127.0.0.1 signed by it (ECDSA
+# P-256, valid for two days, fresh keys) in TLS_DIR: ca.pem, server.pem, server.key.
+make_certs() {
+    mkdir -p "$TLS_DIR"
+    local log=$TLS_DIR/openssl.log
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=sockeye interop CA" -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=localhost" -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" &&
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+            "extendedKeyUsage=serverAuth" "subjectKeyIdentifier=hash" \
+            "authorityKeyIdentifier=keyid" >"$TLS_DIR/server.ext" &&
+        openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" \
+            -CAkey "$TLS_DIR/ca.key" -set_serial "0x$(openssl rand -hex 8)" -days 2 \
+            -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem" &&
+        openssl verify -CAfile "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem"
+    } >"$log" 2>&1 || { say "making certificates failed:"; cat "$log"; exit 1; }
+    # The CA's key has signed what it had to; nothing else may.
+    rm -f "$TLS_DIR/ca.key" "$TLS_DIR/server.csr"
 }
 
 PIDS=()
@@ -208,7 +257,7 @@ start_server() {
     PIDS+=("$SERVER_PID")
     SERVER_URL=""
     for _ in $(seq 1 200); do
-        SERVER_URL=$(grep -o 'ws://[0-9.:]*/' "$log" | head -1 || true)
+        SERVER_URL=$(grep -oE 'wss?://[0-9.:]*/' "$log" | head -1 || true)
         [ -n "$SERVER_URL" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || return 1
         sleep 0.05
@@ -280,21 +329,14 @@ run_server() {
     stop_server
 }
 
-setup_python
-setup_node
-say "building sockeye and interop_client (release)"
-cargo build --release --quiet -p sockeye-cli
-cargo build --release --quiet -p sockeye --example interop_client
-
-say "websockets $("$VENV/bin/python" -c 'import websockets.version as v; print(v.version)'), ws $(node -p "require('$NODE_DIR/node_modules/ws/package.json').version"), node $(node --version), $("$VENV/bin/python" --version)"
-rm -rf "$OUT"
-started=$(now_us)
-ran=0
-for line in "${COMBOS[@]}"; do
+# run_combo LINE TLS: one line of COMBOS (TLS 0) or TLS_COMBOS (TLS 1), unless names were
+# given and it is not one of them.
+run_combo() {
+    local line=$1 tls=$2 combo server_params client_params expect_sockeye expect_python expect_node
     IFS='|' read -r combo server_params client_params expect_sockeye expect_python expect_node <<<"$line"
     combo=$(trim "$combo")
-    if [ $# -gt 0 ] && [[ " $* " != *" $combo "* ]]; then
-        continue
+    if [ ${#NAMES[@]} -gt 0 ] && [[ " ${NAMES[*]} " != *" $combo "* ]]; then
+        return
     fi
     ran=$((ran + 1))
     expect_sockeye=$(trim "$expect_sockeye")
@@ -306,14 +348,85 @@ for line in "${COMBOS[@]}"; do
     SERVER_FLAGS=("${FLAGS[@]}")
     to_flags "$(trim "$client_params")"
     CLIENT_FLAGS=("${FLAGS[@]}")
+    if [ "$tls" = 1 ]; then
+        [ -f "$TLS_DIR/server.pem" ] || make_certs
+        SERVER_FLAGS+=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+        CLIENT_FLAGS+=(--ca "$TLS_DIR/ca.pem")
+    fi
     mkdir -p "$OUT/$combo"
     run_server "$combo" sockeye "$expect_sockeye" python node sockeye
     run_server "$combo" python "$expect_python" sockeye
     run_server "$combo" node "$expect_node" sockeye
+}
+
+# run_untrusted: each client, without --ca, against the sockeye TLS server; it must refuse the
+# certificate with its own TLS stack's words (one that connects does not verify).
+run_untrusted() {
+    local combo=wss-no-ca client log status expect
+    if [ ${#NAMES[@]} -gt 0 ] && [[ " ${NAMES[*]} " != *" $combo "* ]]; then
+        return
+    fi
+    ran=$((ran + 1))
+    [ -f "$TLS_DIR/server.pem" ] || make_certs
+    mkdir -p "$OUT/$combo"
+    local server_log=$OUT/$combo/sockeye-server.log
+    if ! start_server sockeye "$server_log" \
+        --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"; then
+        for client in python node sockeye; do
+            record "$combo" "sockeye<-$client" 1 "the sockeye server did not start" "$server_log"
+        done
+        stop_server
+        return
+    fi
+    for client in python node sockeye; do
+        case $client in
+            python) expect="CERTIFICATE_VERIFY_FAILED" ;;
+            node) expect="unable to verify the first certificate" ;;
+            sockeye) expect="invalid peer certificate: UnknownIssuer" ;;
+        esac
+        log=$OUT/$combo/sockeye-server.$client-client.log
+        command_of "$client" client
+        status=0
+        timeout "$STEP_TIMEOUT" "${CMD[@]}" "$SERVER_URL" >"$log" 2>&1 || status=$?
+        if [ "$status" != 0 ] && [ "$status" != 124 ] && grep -qF -- "$expect" "$log"; then
+            status=0
+        else
+            status=1
+        fi
+        record "$combo" "sockeye<-$client" "$status" "refused: $expect" "$log" "$server_log"
+    done
+    stop_server
+}
+
+setup_python
+setup_node
+setup_openssl
+say "building sockeye and interop_client (release)"
+cargo build --release --quiet -p sockeye-cli
+cargo build --release --quiet -p sockeye --example interop_client
+
+say "websockets $("$VENV/bin/python" -c 'import websockets.version as v; print(v.version)'), ws $(node -p "require('$NODE_DIR/node_modules/ws/package.json').version"), node $(node --version), $("$VENV/bin/python" --version), $(openssl version | cut -d' ' -f1-2)"
+rm -rf "$OUT"
+NAMES=("$@")
+started=$(now_us)
+ran=0
+for line in "${COMBOS[@]}"; do
+    run_combo "$line" 0
 done
+before_tls=("$PASSED" "$FAILED" "$SKIPPED" "$ran")
+tls_started=$(now_us)
+for line in "${TLS_COMBOS[@]}"; do
+    run_combo "$line" 1
+done
+run_untrusted
 if [ "$ran" = 0 ]; then
     say "no combination named $*"
     exit 2
+fi
+if [ "$ran" != "${before_tls[3]}" ]; then
+    printf 'interop: wss: %d passed, %d failed (%d combinations in %s s, certificates from openssl)\n' \
+        $((PASSED - before_tls[0])) $((FAILED - before_tls[1])) \
+        $((ran - before_tls[3])) "$(seconds_since "$tls_started")"
 fi
 say "$ran combinations in $(seconds_since "$started") s; logs in target/interop/"
 printf 'interop: %d passed, %d failed, %d skipped\n' "$PASSED" "$FAILED" "$SKIPPED"

@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 // Node `ws` peer for sockeye's interoperability tests (scripts/interop.sh).
 //
-//   node peer.mjs serve [DEFLATE FLAGS]
+//   node peer.mjs serve [DEFLATE FLAGS] [--tls-cert FILE --tls-key FILE]
 //       Echo server on 127.0.0.1, a free port; prints
-//       "node-ws: listening on ws://127.0.0.1:PORT/" and echoes every message.
-//   node peer.mjs client URL [DEFLATE FLAGS] [--expect-extensions STRING|none]
+//       "node-ws: listening on ws://127.0.0.1:PORT/" and echoes every message. With --tls-cert
+//       and --tls-key (PEM chain, leaf first, and its key) it serves TLS through an
+//       https.Server and prints a wss:// URL.
+//   node peer.mjs client URL [DEFLATE FLAGS] [--expect-extensions STRING|none] [--ca FILE]
 //       Sends the interop message set (interop/README.md), checks every echo, a ping/pong and
 //       a clean 1000 close. --expect-extensions compares the server's Sec-WebSocket-Extensions
 //       response header exactly ("none": no header); ws's own `ws.extensions` only lists
 //       extension names, so the client also checks that it is "permessage-deflate" or "".
+//       --ca trusts the PEM certificates in FILE (instead of Node's bundled roots) for a
+//       wss:// URL, and the client checks that the connection is encrypted.
 //
 // DEFLATE FLAGS are sockeye's: --deflate, --deflate-server-no-context-takeover,
 // --deflate-client-no-context-takeover, --deflate-server-max-window-bits N,
@@ -18,6 +22,8 @@
 //
 // Exits 0 on success, 1 on a mismatch or error, 2 for bad arguments.
 
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
 import { WebSocket, WebSocketServer } from 'ws';
 
 const MAX_PAYLOAD = 16 * 1024 * 1024;
@@ -96,7 +102,8 @@ function parseArgs(argv) {
   const usage =
     'usage: peer.mjs serve|client [URL] [--deflate] [--deflate-server-no-context-takeover] ' +
     '[--deflate-client-no-context-takeover] [--deflate-server-max-window-bits N] ' +
-    '[--deflate-client-max-window-bits N] [--expect-extensions STRING|none]';
+    '[--deflate-client-max-window-bits N] [--expect-extensions STRING|none] [--ca FILE] ' +
+    '[--tls-cert FILE --tls-key FILE]';
   const fail = (message) => {
     console.error(`node-ws: ${message}\n${usage}`);
     process.exit(2);
@@ -108,7 +115,20 @@ function parseArgs(argv) {
   };
   const [mode, ...rest] = argv;
   if (mode !== 'serve' && mode !== 'client') fail('the mode is serve or client');
-  const args = { mode, url: undefined, deflate: false, params: {}, expectExtensions: undefined };
+  const args = {
+    mode,
+    url: undefined,
+    deflate: false,
+    params: {},
+    expectExtensions: undefined,
+    ca: undefined,
+    tlsCert: undefined,
+    tlsKey: undefined,
+  };
+  const file = (flag, value) => {
+    if (value === undefined) fail(`${flag} needs a file`);
+    return value;
+  };
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i];
     switch (arg) {
@@ -131,6 +151,15 @@ function parseArgs(argv) {
         if (rest[i + 1] === undefined) fail('--expect-extensions needs a value');
         args.expectExtensions = rest[++i];
         break;
+      case '--ca':
+        args.ca = file(arg, rest[++i]);
+        break;
+      case '--tls-cert':
+        args.tlsCert = file(arg, rest[++i]);
+        break;
+      case '--tls-key':
+        args.tlsKey = file(arg, rest[++i]);
+        break;
       default:
         if (arg.startsWith('-')) fail(`unknown option ${arg}`);
         if (args.url !== undefined) fail(`unexpected argument ${arg}`);
@@ -143,6 +172,11 @@ function parseArgs(argv) {
   if ((mode === 'client') !== (args.url !== undefined)) {
     fail('client mode takes a URL, serve mode does not');
   }
+  if ((args.tlsCert === undefined) !== (args.tlsKey === undefined)) {
+    fail('--tls-cert and --tls-key go together');
+  }
+  if (args.tlsCert !== undefined && mode !== 'serve') fail('--tls-cert is for serve mode');
+  if (args.ca !== undefined && mode !== 'client') fail('--ca is for client mode');
   return args;
 }
 
@@ -152,15 +186,21 @@ function perMessageDeflate(args) {
 }
 
 function serve(args) {
-  const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
-    perMessageDeflate: perMessageDeflate(args),
-    maxPayload: MAX_PAYLOAD,
-  });
-  wss.on('listening', () => {
-    console.log(`node-ws: listening on ws://127.0.0.1:${wss.address().port}/`);
-  });
+  const options = { perMessageDeflate: perMessageDeflate(args), maxPayload: MAX_PAYLOAD };
+  let wss;
+  if (args.tlsCert === undefined) {
+    wss = new WebSocketServer({ host: '127.0.0.1', port: 0, ...options });
+    wss.on('listening', () => {
+      console.log(`node-ws: listening on ws://127.0.0.1:${wss.address().port}/`);
+    });
+  } else {
+    const https = createServer({ cert: readFileSync(args.tlsCert), key: readFileSync(args.tlsKey) });
+    https.on('tlsClientError', (err) => console.log(`node-ws: tls error: ${err.message}`));
+    wss = new WebSocketServer({ server: https, ...options });
+    https.listen(0, '127.0.0.1', () => {
+      console.log(`node-ws: listening on wss://127.0.0.1:${https.address().port}/`);
+    });
+  }
   // ws answers a handshake it refuses itself; with this listener it is logged first (the
   // reason is only in the response body otherwise), then answered as ws would.
   wss.on('wsClientError', (err, socket, request) => {
@@ -258,6 +298,7 @@ async function client(args) {
     perMessageDeflate: perMessageDeflate(args),
     maxPayload: MAX_PAYLOAD,
     handshakeTimeout: 10_000,
+    ...(args.ca === undefined ? {} : { ca: readFileSync(args.ca) }),
   });
   let header;
   ws.on('upgrade', (response) => {
@@ -269,6 +310,14 @@ async function client(args) {
     ws.once('error', reject);
   });
   ws.on('error', (err) => console.error(`node-ws client: error: ${err.message}`));
+  if (args.ca !== undefined) {
+    // ws keeps its socket private; a TLSSocket is what makes the connection encrypted.
+    const socket = ws._socket;
+    if (!socket || socket.encrypted !== true) {
+      throw new Mismatch('--ca given, but the connection is not encrypted');
+    }
+    console.log(`node-ws client: ${socket.getProtocol()}`);
+  }
 
   if (args.expectExtensions !== undefined) {
     const expected = args.expectExtensions === 'none' ? undefined : args.expectExtensions;

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Python `websockets` peer for sockeye's interoperability tests (scripts/interop.sh).
 
-    peer.py serve [DEFLATE FLAGS]
+    peer.py serve [DEFLATE FLAGS] [--tls-cert FILE --tls-key FILE]
         Echo server on 127.0.0.1, a free port; prints
-        "python-websockets: listening on ws://127.0.0.1:PORT/" and echoes every message.
-    peer.py client URL [DEFLATE FLAGS] [--expect-extensions STRING|none]
+        "python-websockets: listening on ws://127.0.0.1:PORT/" and echoes every message. With
+        --tls-cert and --tls-key (PEM chain, leaf first, and its key) it serves TLS and prints
+        a wss:// URL.
+    peer.py client URL [DEFLATE FLAGS] [--expect-extensions STRING|none] [--ca FILE]
         Sends the interop message set (interop/README.md), checks every echo, a ping/pong and a
         clean 1000 close. --expect-extensions compares the server's Sec-WebSocket-Extensions
-        response header exactly ("none": no header). Exits 0 on success, 1 on a mismatch.
+        response header exactly ("none": no header). --ca trusts the PEM certificates in FILE
+        (instead of the system's) for a wss:// URL, and the client checks that the connection
+        is encrypted. Exits 0 on success, 1 on a mismatch.
 
 DEFLATE FLAGS are sockeye's: --deflate, --deflate-server-no-context-takeover,
 --deflate-client-no-context-takeover, --deflate-server-max-window-bits N,
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
@@ -112,6 +117,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--deflate-server-max-window-bits", type=int, choices=range(8, 16))
     parser.add_argument("--deflate-client-max-window-bits", type=int, choices=range(8, 16))
     parser.add_argument("--expect-extensions")
+    parser.add_argument("--ca", metavar="FILE")
+    parser.add_argument("--tls-cert", metavar="FILE")
+    parser.add_argument("--tls-key", metavar="FILE")
     args = parser.parse_args(argv)
     params = (
         args.deflate_server_no_context_takeover,
@@ -123,6 +131,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("the --deflate-* parameters need --deflate")
     if (args.mode == "client") != (args.url is not None):
         parser.error("client mode takes a URL, serve mode does not")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None and args.mode != "serve":
+        parser.error("--tls-cert and --tls-key are for serve mode")
+    if args.ca is not None and args.mode != "client":
+        parser.error("--ca is for client mode")
     return args
 
 
@@ -153,11 +167,22 @@ async def echo(ws) -> None:
 
 async def run_server(args: argparse.Namespace) -> None:
     extensions = [deflate_factory(args, server=True)] if args.deflate else None
+    tls = None
+    if args.tls_cert is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     async with serve(
-        echo, "127.0.0.1", 0, compression=None, extensions=extensions, max_size=MAX_SIZE
+        echo,
+        "127.0.0.1",
+        0,
+        compression=None,
+        extensions=extensions,
+        max_size=MAX_SIZE,
+        ssl=tls,
     ) as server:
         port = server.sockets[0].getsockname()[1]
-        print(f"python-websockets: listening on ws://127.0.0.1:{port}/", flush=True)
+        scheme = "ws" if tls is None else "wss"
+        print(f"python-websockets: listening on {scheme}://127.0.0.1:{port}/", flush=True)
         await server.serve_forever()
 
 
@@ -194,9 +219,21 @@ def check_echo(name: str, sent: str | bytes, got: str | bytes) -> None:
 
 async def run_client(args: argparse.Namespace) -> None:
     extensions = [deflate_factory(args, server=False)] if args.deflate else None
+    # Only for wss:// (websockets refuses an ssl argument with ws://).
+    tls = {} if args.ca is None else {"ssl": ssl.create_default_context(cafile=args.ca)}
     async with connect(
-        args.url, compression=None, extensions=extensions, max_size=MAX_SIZE, open_timeout=10
+        args.url,
+        compression=None,
+        extensions=extensions,
+        max_size=MAX_SIZE,
+        open_timeout=10,
+        **tls,
     ) as ws:
+        if args.ca is not None:
+            tls_object = ws.transport.get_extra_info("ssl_object")
+            if tls_object is None:
+                raise Mismatch("--ca given, but the connection is not encrypted")
+            print(f"python-websockets client: {tls_object.version()}", flush=True)
         header = ws.response.headers.get("Sec-WebSocket-Extensions")
         if args.expect_extensions is not None:
             expected = None if args.expect_extensions == "none" else args.expect_extensions

@@ -785,6 +785,9 @@ impl Connection {
         }
         if self.compressed {
             if let Err(err) = self.inflate_chunk(header, chunk, offset) {
+                // What was inflated before the error is checked first, so that the violation
+                // reported (1007 or 1009) does not depend on how the input was split.
+                self.check_text();
                 return self.fail(err);
             }
         } else {
@@ -887,10 +890,11 @@ impl Connection {
                     .map_err(|err| inflate_error(err, limit)),
                 None => Err(ProtocolError::ReservedBits),
             };
+            // As in `handle_payload`: the inflated text is checked before an inflate error.
+            self.check_text();
             if let Err(err) = result {
                 return self.fail(err);
             }
-            self.check_text();
             if self.closed || self.deferred.is_some() {
                 return;
             }
@@ -1104,6 +1108,37 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `connection_deflate` fuzz target: a compressed text message that is both
+    /// invalid UTF-8 and over the limit was failed with 1009 when it arrived in one read and
+    /// with 1007 when it arrived byte by byte.
+    #[test]
+    fn compressed_violation_does_not_depend_on_chunking() {
+        let mut text = vec![0xFF];
+        text.extend_from_slice(&[b'a'; 1000]);
+        let mut payload = Vec::new();
+        Deflater::new(15, false, 6).compress(&text, true, &mut payload);
+        let mut frame = FrameHeader::new(OpCode::Text, payload.len() as u64);
+        frame.rsv1 = true;
+        frame.mask = Some([0; 4]);
+        let mut wire = Vec::new();
+        frame.encode(&mut wire);
+        wire.extend_from_slice(&payload);
+        let closed = |chunk: usize| {
+            let config = Config::default().max_message_size(Some(126));
+            let mut conn = Connection::new(Role::Server, config, Box::new(|| [0u8; 4]))
+                .with_deflate(DeflateParams::new(), &DeflateConfig::default());
+            for piece in wire.chunks(chunk) {
+                conn.handle_bytes(piece);
+            }
+            match conn.poll_event() {
+                Some(Event::Closed(closed)) => closed.code,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(closed(wire.len()), CloseCode::INVALID_PAYLOAD);
+        assert_eq!(closed(1), CloseCode::INVALID_PAYLOAD);
+    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

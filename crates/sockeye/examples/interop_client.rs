@@ -6,14 +6,16 @@
 //! interop_client URL [--deflate] [--deflate-server-no-context-takeover]
 //!                    [--deflate-client-no-context-takeover]
 //!                    [--deflate-server-max-window-bits N] [--deflate-client-max-window-bits N]
-//!                    [--expect-extensions STRING|none]
+//!                    [--expect-extensions STRING|none] [--ca FILE]
 //! ```
 //!
 //! The deflate flags mean what they mean for `sockeye serve`'s client side: the two
 //! `no_context_takeover` flags request (server) or declare (client) a context reset after every
 //! message, `--deflate-server-max-window-bits` requests a server window and
 //! `--deflate-client-max-window-bits` limits the client's own. `--expect-extensions` checks
-//! [`WebSocketStream::extensions`] exactly (`none`: no extension agreed).
+//! [`WebSocketStream::extensions`] exactly (`none`: no extension agreed). `--ca` trusts the PEM
+//! certificates in FILE besides the bundled roots (`sockeye::tls::client_config`) for a
+//! `wss://` URL, and the client checks that the connection is encrypted.
 //!
 //! The message set is the one `interop/python/peer.py` and `interop/node/peer.mjs` send (see
 //! `interop/README.md`). Exits 0 when everything round-tripped, 1 with a message naming the
@@ -45,12 +47,14 @@ struct Options {
     deflate: Option<DeflateConfig>,
     /// `Some("")` for `--expect-extensions none`.
     expect_extensions: Option<String>,
+    /// PEM file of extra trusted roots (`--ca`).
+    ca: Option<std::path::PathBuf>,
 }
 
 const USAGE: &str = "usage: interop_client URL [--deflate] \
 [--deflate-server-no-context-takeover] [--deflate-client-no-context-takeover] \
 [--deflate-server-max-window-bits 8-15] [--deflate-client-max-window-bits 8-15] \
-[--expect-extensions STRING|none]";
+[--expect-extensions STRING|none] [--ca FILE]";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
@@ -59,6 +63,7 @@ impl Options {
         let mut deflate = DeflateConfig::default();
         let mut deflate_params = false;
         let mut expect_extensions = None;
+        let mut ca = None;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--deflate" => deflate_on = true,
@@ -86,6 +91,7 @@ impl Options {
                         value
                     });
                 }
+                "--ca" => ca = Some(args.next().ok_or("--ca needs a file")?.into()),
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
                 _ if url.is_none() => url = Some(arg),
@@ -99,6 +105,7 @@ impl Options {
             url: url.ok_or("missing URL")?,
             deflate: deflate_on.then_some(deflate),
             expect_extensions,
+            ca,
         })
     }
 }
@@ -306,10 +313,23 @@ async fn send(ws: &mut Ws, message: Message, name: &str) -> Result<(), Failure> 
 }
 
 async fn run(options: &Options) -> Result<(), Failure> {
-    let config = WebSocketConfig::default().deflate(options.deflate.clone());
+    let mut config = WebSocketConfig::default().deflate(options.deflate.clone());
+    if let Some(ca) = &options.ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let tls = sockeye::tls::client_config(Some(&pem))
+            .map_err(|e| format!("{}: {}", ca.display(), describe(&e)))?;
+        config = config.tls_client(tls);
+    }
     let (mut ws, _response) = sockeye::connect_with_config(&options.url, config)
         .await
         .map_err(|e| format!("connect to {}: {}", options.url, describe(&e)))?;
+    if options.ca.is_some() {
+        if !ws.get_ref().is_tls() {
+            return Err("--ca given, but the connection is not encrypted".to_owned());
+        }
+        let alpn = ws.get_ref().alpn_protocol().map(String::from_utf8_lossy);
+        println!("interop_client: tls, alpn {alpn:?}");
+    }
     let extensions = ws.extensions();
     if let Some(expected) = &options.expect_extensions {
         if &extensions != expected {

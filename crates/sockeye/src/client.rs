@@ -67,12 +67,19 @@ impl WsUrl {
         let authorization = authority
             .as_str()
             .rsplit_once('@')
+            .filter(|(userinfo, _)| !userinfo.is_empty())
             .map(|(userinfo, _)| basic_authorization(userinfo))
             .transpose()?;
         let resource = uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        let resource = if resource.is_empty() { "/" } else { resource };
+        // RFC 6455 §3: the resource name is "/" when the path is empty, with the query after
+        // it (`ws://h?x=1` asks for `/?x=1`).
+        let resource = match resource {
+            "" => "/".to_owned(),
+            query if query.starts_with('?') => format!("/{query}"),
+            path => path.to_owned(),
+        };
         Ok(Self {
             tls,
             host: host
@@ -80,24 +87,28 @@ impl WsUrl {
                 .trim_end_matches(']')
                 .to_owned(),
             port,
-            resource: resource.to_owned(),
+            resource,
             host_header,
             authorization,
         })
     }
 }
 
-/// `Basic base64(user:password)` from a URL's percent-encoded userinfo (RFC 7617).
+/// `Basic base64(user:password)` from a URL's percent-encoded userinfo (RFC 7617); a userinfo
+/// without a password (`ws://user@host/`) has an empty one, as browsers and curl send it.
 fn basic_authorization(userinfo: &str) -> Result<String, UrlError> {
     use base64::Engine as _;
-    let decoded = percent_decode(userinfo).ok_or(UrlError::Malformed)?;
+    let mut decoded = percent_decode(userinfo).ok_or(UrlError::Malformed)?;
+    if !userinfo.contains(':') {
+        decoded.push(b':');
+    }
     Ok(format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(decoded)
     ))
 }
 
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -138,7 +149,8 @@ pub type ClientStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 ///
 /// [`Error::Url`], [`Error::Io`] when the TCP connection fails, [`Error::Tls`],
 /// [`Error::Http`] when the server answers with another status, [`Error::Handshake`] when its
-/// answer is not a valid upgrade, [`Error::ConnectTimeout`], [`Error::HandshakeTimeout`].
+/// answer is not a valid upgrade, [`Error::ConnectTimeout`], [`Error::HandshakeTimeout`],
+/// [`Error::Proxy`] when the configured proxy refuses the tunnel.
 pub async fn connect(url: &str) -> Result<(ClientStream, Response<()>), Error> {
     ClientBuilder::new(url).connect().await
 }
@@ -231,14 +243,20 @@ impl ClientBuilder {
     /// Connects and performs the opening handshake, following redirects up to
     /// [`WebSocketConfig::max_redirects`].
     ///
+    /// A redirect to another origin (scheme, host or port) drops the `Authorization` and
+    /// `Cookie` headers added with [`header`](Self::header), as Fetch, curl and Go do: they
+    /// were meant for the first server.
+    ///
     /// # Errors
     ///
     /// As [`connect`]; [`Error::TooManyRedirects`]; [`Error::Url`] with
     /// [`UrlError::BadRedirect`] for a `wss` to `ws` redirect.
-    pub async fn connect(self) -> Result<(ClientStream, Response<()>), Error> {
+    pub async fn connect(mut self) -> Result<(ClientStream, Response<()>), Error> {
         if self.invalid_header {
             return Err(HandshakeError::BadHeader("invalid extra header").into());
         }
+        // Invalid subprotocol names fail here, before any connection is made.
+        ClientRequest::new("", "/").protocols(self.config.protocols.iter().cloned())?;
         let mut url = WsUrl::parse(&self.url)?;
         let mut redirects = 0;
         loop {
@@ -253,6 +271,13 @@ impl ClientBuilder {
                     if url.tls && !next.tls {
                         return Err(UrlError::BadRedirect.into());
                     }
+                    let same_origin = next.tls == url.tls
+                        && next.port == url.port
+                        && next.host.eq_ignore_ascii_case(&url.host);
+                    if !same_origin {
+                        self.headers.remove(http::header::AUTHORIZATION);
+                        self.headers.remove(http::header::COOKIE);
+                    }
                     tracing::debug!(location, "following redirect");
                     url = next;
                 }
@@ -262,12 +287,7 @@ impl ClientBuilder {
 
     async fn connect_once(&self, url: &WsUrl) -> Result<Attempt<MaybeTlsStream<TcpStream>>, Error> {
         let config = &self.config;
-        let tcp = tokio::time::timeout(
-            config.connect_timeout,
-            TcpStream::connect((url.host.as_str(), url.port)),
-        )
-        .await
-        .map_err(|_| Error::ConnectTimeout)??;
+        let tcp = crate::proxy::connect_tcp(url, config).await?;
         config.apply_tcp_options(&tcp)?;
         let deadline = config.handshake_timeout;
         tokio::time::timeout(deadline, async {
@@ -323,19 +343,24 @@ async fn tls_connect(
     Err(UrlError::TlsDisabled.into())
 }
 
-/// The URL a `Location` header points to, relative to `base`.
+/// The URL a `Location` header points to, relative to `base`: absolute, a network-path
+/// reference (`//host:port/path`, keeping the scheme) or an absolute path (keeping the scheme
+/// and authority). Relative paths (`other`, `../x`) are refused.
 fn resolve_redirect(base: &WsUrl, location: &str) -> Result<WsUrl, Error> {
+    let scheme = if base.tls { "wss" } else { "ws" };
+    if let Some(authority_and_path) = location.strip_prefix("//") {
+        return Ok(WsUrl::parse(&format!("{scheme}://{authority_and_path}"))?);
+    }
+    if location.starts_with('/') {
+        return Ok(WsUrl::parse(&format!(
+            "{scheme}://{}{location}",
+            base.host_header
+        ))?);
+    }
     if location.contains("://") {
         return Ok(WsUrl::parse(location)?);
     }
-    if !location.starts_with('/') {
-        return Err(UrlError::BadRedirect.into());
-    }
-    let scheme = if base.tls { "wss" } else { "ws" };
-    Ok(WsUrl::parse(&format!(
-        "{scheme}://{}{location}",
-        base.host_header
-    ))?)
+    Err(UrlError::BadRedirect.into())
 }
 
 /// Largest response body kept when the server refuses the upgrade.

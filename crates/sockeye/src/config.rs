@@ -5,6 +5,8 @@ use std::time::Duration;
 use sockeye_proto::deflate::DeflateConfig;
 use sockeye_proto::handshake::HandshakeConfig;
 
+use crate::proxy::ProxyConfig;
+
 /// Settings for a client or server connection.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -87,6 +89,15 @@ pub struct WebSocketConfig {
     ///
     /// Default: 0.
     pub max_redirects: usize,
+    /// Where a client connects: directly, through a [`Proxy`](crate::Proxy) (HTTP `CONNECT`
+    /// or SOCKS5), or through the proxy the environment names (`HTTPS_PROXY`, `HTTP_PROXY`,
+    /// `ALL_PROXY`, `NO_PROXY`, as curl reads them). The tunnel counts against
+    /// [`connect_timeout`](Self::connect_timeout); TLS and the handshake then run through it
+    /// to the server, so a proxy sees only the server's host and port, and TLS still verifies
+    /// the server's name.
+    ///
+    /// Default: [`ProxyConfig::Direct`] (the environment is read only when asked).
+    pub proxy: ProxyConfig,
     /// The TLS configuration of `wss://` clients. `None`: the bundled Mozilla roots
     /// (`webpki-roots`) with ALPN `http/1.1`; see [`tls::client_config`](crate::tls::client_config)
     /// to add a private CA.
@@ -115,6 +126,7 @@ impl Default for WebSocketConfig {
             protocols: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             max_redirects: 0,
+            proxy: ProxyConfig::Direct,
             #[cfg(feature = "rustls")]
             tls_client: None,
         }
@@ -181,6 +193,21 @@ impl WebSocketConfig {
     #[must_use]
     pub fn max_redirects(mut self, max: usize) -> Self {
         self.max_redirects = max;
+        self
+    }
+
+    /// Sets [`proxy`](Self::proxy): a [`Proxy`](crate::Proxy), or a [`ProxyConfig`].
+    ///
+    /// ```
+    /// use sockeye::{Proxy, ProxyConfig, WebSocketConfig};
+    ///
+    /// let via_squid = WebSocketConfig::default().proxy(Proxy::http("squid.internal", 3128));
+    /// let like_curl = WebSocketConfig::default().proxy(ProxyConfig::FromEnv);
+    /// # drop((via_squid, like_curl));
+    /// ```
+    #[must_use]
+    pub fn proxy(mut self, proxy: impl Into<ProxyConfig>) -> Self {
+        self.proxy = proxy.into();
         self
     }
 

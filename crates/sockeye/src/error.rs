@@ -43,6 +43,9 @@ pub enum Error {
     TooManyRedirects,
     /// Connecting (DNS and TCP, or the proxy) took longer than the connect timeout.
     ConnectTimeout,
+    /// The proxy could not open a tunnel to the server: it refused the credentials, refused
+    /// the target, or did not speak HTTP `CONNECT` or SOCKS5.
+    Proxy(ProxyError),
 }
 
 impl fmt::Display for Error {
@@ -62,6 +65,7 @@ impl fmt::Display for Error {
             Self::Http(response) => write!(f, "server answered http {}", response.status()),
             Self::TooManyRedirects => f.write_str("too many redirects"),
             Self::ConnectTimeout => f.write_str("connect timed out"),
+            Self::Proxy(_) => f.write_str("proxy tunnel failed"),
         }
     }
 }
@@ -75,6 +79,7 @@ impl std::error::Error for Error {
             Self::Send(e) => Some(e),
             Self::Url(e) => Some(e),
             Self::Tls(e) => Some(e.as_ref()),
+            Self::Proxy(e) => Some(e),
             Self::Http(_) | Self::TooManyRedirects | Self::ConnectTimeout => None,
             Self::HandshakeTimeout
             | Self::AbnormalClosure
@@ -109,6 +114,12 @@ impl From<SendError> for Error {
     }
 }
 
+impl From<ProxyError> for Error {
+    fn from(e: ProxyError) -> Self {
+        Self::Proxy(e)
+    }
+}
+
 impl From<UrlError> for Error {
     fn from(e: UrlError) -> Self {
         Self::Url(e)
@@ -121,7 +132,8 @@ impl From<UrlError> for Error {
 pub enum UrlError {
     /// Not a URL.
     Malformed,
-    /// The scheme is not `ws` (or `http`, mapped to `ws`).
+    /// The scheme is not `ws` (or `http`, mapped to `ws`); for a proxy URL, not `http`,
+    /// `socks5` or `socks5h`.
     UnsupportedScheme(String),
     /// No host.
     MissingHost,
@@ -149,6 +161,107 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
+/// Why a proxy did not open a tunnel (see [`Proxy`](crate::Proxy)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The proxy URL (given explicitly or found in the environment) cannot be used.
+    InvalidUrl(Box<UrlError>),
+    /// The proxy wants credentials and none were configured: HTTP `407 Proxy Authentication
+    /// Required`, or a SOCKS5 proxy that accepts only authenticated clients.
+    AuthRequired,
+    /// The proxy rejected the configured credentials: HTTP 407 in answer to a
+    /// `Proxy-Authorization` header, or a non-zero SOCKS5 username/password status
+    /// ([RFC 1929 §2](https://www.rfc-editor.org/rfc/rfc1929#section-2)).
+    AuthFailed,
+    /// The configured credentials cannot be sent: a Basic user name containing `:`
+    /// ([RFC 7617 §2](https://www.rfc-editor.org/rfc/rfc7617#section-2)), an empty SOCKS5 user
+    /// name, or a SOCKS5 user name or password over 255 bytes.
+    InvalidCredentials,
+    /// The target host cannot be sent to the proxy: empty, containing whitespace or control
+    /// characters, or (SOCKS5) over 255 bytes.
+    InvalidTarget,
+    /// The HTTP proxy answered `CONNECT` with this status other than 2xx and 407 (403: the
+    /// target is not allowed; 502, 504: the proxy could not reach it).
+    HttpStatus(u16),
+    /// The SOCKS5 proxy answered `CONNECT` with this reply code
+    /// ([RFC 1928 §6](https://www.rfc-editor.org/rfc/rfc1928#section-6)); see
+    /// [`socks5_reply_text`](Self::socks5_reply_text).
+    Socks5Reply(u8),
+    /// The SOCKS5 proxy accepts none of the authentication methods offered (none, and
+    /// username/password when credentials are configured).
+    NoAcceptableAuthMethod,
+    /// The proxy's answer is not HTTP/1.x or SOCKS5, or its HTTP head is over 16 KiB.
+    BadResponse,
+    /// The proxy closed the connection before answering.
+    Closed,
+}
+
+impl ProxyError {
+    /// Whether the proxy refused to authenticate this client ([`AuthRequired`](Self::AuthRequired)
+    /// or [`AuthFailed`](Self::AuthFailed)).
+    pub const fn is_auth(&self) -> bool {
+        matches!(self, Self::AuthRequired | Self::AuthFailed)
+    }
+
+    /// The meaning of a SOCKS5 reply code
+    /// ([RFC 1928 §6](https://www.rfc-editor.org/rfc/rfc1928#section-6)).
+    pub const fn socks5_reply_text(code: u8) -> &'static str {
+        match code {
+            0x00 => "succeeded",
+            0x01 => "general socks server failure",
+            0x02 => "connection not allowed by ruleset",
+            0x03 => "network unreachable",
+            0x04 => "host unreachable",
+            0x05 => "connection refused",
+            0x06 => "ttl expired",
+            0x07 => "command not supported",
+            0x08 => "address type not supported",
+            _ => "unassigned reply code",
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUrl(_) => f.write_str("invalid proxy url"),
+            Self::AuthRequired => f.write_str("proxy requires authentication"),
+            Self::AuthFailed => f.write_str("proxy rejected the credentials"),
+            Self::InvalidCredentials => f.write_str("proxy credentials cannot be encoded"),
+            Self::InvalidTarget => f.write_str("target host cannot be sent to the proxy"),
+            Self::HttpStatus(status) => write!(f, "proxy refused connect with http {status}"),
+            Self::Socks5Reply(code) => write!(
+                f,
+                "socks5 proxy refused connect: {} (reply {code:#04x})",
+                Self::socks5_reply_text(*code)
+            ),
+            Self::NoAcceptableAuthMethod => {
+                f.write_str("socks5 proxy accepts none of the offered authentication methods")
+            }
+            Self::BadResponse => f.write_str("malformed answer from the proxy"),
+            Self::Closed => f.write_str("proxy closed the connection before answering"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidUrl(e) => Some(e.as_ref()),
+            Self::AuthRequired
+            | Self::AuthFailed
+            | Self::InvalidCredentials
+            | Self::InvalidTarget
+            | Self::HttpStatus(_)
+            | Self::Socks5Reply(_)
+            | Self::NoAcceptableAuthMethod
+            | Self::BadResponse
+            | Self::Closed => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +273,6 @@ mod tests {
             "{}",
             std::mem::size_of::<Error>()
         );
+        assert!(std::mem::size_of::<ProxyError>() <= 16);
     }
 }

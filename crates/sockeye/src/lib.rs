@@ -30,7 +30,8 @@
 //! part of it; dropped afterwards, the message is still written by the next operation.
 //! [`WebSocketStream::close`] queues its close frame at the first poll and may be called again to
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
-//! connection by design.
+//! connection by design. [`ReconnectingClient::next_event`] is cancel-safe: the connect in
+//! progress, the backoff wait and undelivered events stay in the client.
 //!
 //! # Defaults
 //!
@@ -40,12 +41,16 @@
 //! | handshake head / header count | 16 KiB / 128 |
 //! | handshake timeout / close timeout | 10 s / 10 s |
 //! | write buffer high-water mark | 64 KiB |
+//! | client proxy | none; [`ProxyConfig::FromEnv`] reads `HTTPS_PROXY`… as curl (opt-in) |
+//! | [`ReconnectingClient`] backoff | 0.5 s, ×2, up to 30 s, ± 20 %, unlimited attempts |
 #![forbid(unsafe_code)]
 
 mod client;
 mod config;
 mod error;
 mod mask;
+mod proxy;
+mod reconnect;
 mod server;
 mod stream;
 #[cfg(feature = "rustls")]
@@ -56,7 +61,9 @@ pub use client::{
     client_handshake, connect, connect_with_config, ClientBuilder, ClientStream, WsUrl,
 };
 pub use config::WebSocketConfig;
-pub use error::{Error, UrlError};
+pub use error::{Error, ProxyError, UrlError};
+pub use proxy::{connect_via, Proxy, ProxyConfig, DEFAULT_PROXY_PORT};
+pub use reconnect::{Backoff, ReconnectEvent, ReconnectingClient};
 pub use server::{
     accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
     OriginCallback, OriginPolicy, Server, ServerStream, DEFAULT_MAX_CONNECTIONS,

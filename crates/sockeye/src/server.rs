@@ -198,11 +198,12 @@ async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(other)) => return Err(other),
         Ok(Ok(found)) => found,
     };
-    let origin = request
-        .headers()
-        .get(http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if !hooks.origin.allows(origin) {
+    let origin_header = request.headers().get(http::header::ORIGIN);
+    let origin = origin_header.and_then(|v| v.to_str().ok());
+    // RFC 6454 serializes origins in ASCII: one with other bytes matches nothing, rather than
+    // passing as absent (which an allow-list accepts).
+    let unreadable = origin_header.is_some() && origin.is_none();
+    if (unreadable && !matches!(hooks.origin, OriginPolicy::Any)) || !hooks.origin.allows(origin) {
         tracing::debug!(?origin, "origin refused");
         let decision = HandshakeDecision::reject(403, "origin not allowed\n");
         return Err(refuse(&mut io, decision, timeout).await);
@@ -607,8 +608,10 @@ impl Server {
     }
 }
 
+/// Stands in for a TLS configuration when the `rustls` feature is off: it has no value.
 #[cfg(not(feature = "rustls"))]
-type NoTls = std::convert::Infallible;
+#[derive(Debug, Clone)]
+enum NoTls {}
 
 /// TLS (when configured) and the WebSocket handshake, within the handshake timeout.
 async fn upgrade(

@@ -838,3 +838,148 @@ pub fn trim_allocator() {
         }
     }
 }
+
+// ---- TLS: a throwaway PKI generated at test time (rcgen) -------------------------------------
+
+/// A private certificate authority, generated in memory for one test. Nothing is written to
+/// disk unless a test does it itself (and removes it).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// The CA certificate in PEM, for `sockeye::tls::client_config(Some(..))`.
+    pub pem: String,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+/// A server certificate (the leaf, then its issuer) and its private key, in PEM.
+#[derive(Debug, Clone)]
+pub struct TestCert {
+    /// The chain, leaf first.
+    pub chain_pem: String,
+    /// The PKCS#8 private key of the leaf.
+    pub key_pem: String,
+}
+
+impl TestCa {
+    /// A new CA named "sockeye test CA" with a fresh ECDSA P-256 key.
+    pub fn new() -> Self {
+        Self::named("sockeye test CA")
+    }
+
+    /// A new CA with this common name and a fresh ECDSA P-256 key.
+    pub fn named(common_name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed ca");
+        let pem = issuer.pem();
+        Self { issuer, pem }
+    }
+
+    /// A server certificate for `names` (DNS names or IP literals), valid from 1975 to 4096.
+    pub fn issue(&self, names: &[&str]) -> TestCert {
+        self.issue_with(names, |_| {})
+    }
+
+    /// A server certificate for `names` with `edit` applied to its parameters (validity...).
+    pub fn issue_with(
+        &self,
+        names: &[&str],
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> TestCert {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("leaf params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sockeye test server");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        edit(&mut params);
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
+        TestCert {
+            chain_pem: format!("{}{}", cert.pem(), self.pem),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1`.
+    pub fn localhost(&self) -> TestCert {
+        self.issue(&["localhost", "127.0.0.1"])
+    }
+
+    /// Client settings trusting this CA (and the bundled roots).
+    pub fn client_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default().tls_client(
+            sockeye::tls::client_config(Some(self.pem.as_bytes())).expect("client config"),
+        )
+    }
+}
+
+/// A server on a free loopback port serving TLS with `cert` (rustls types are not re-exported
+/// by sockeye, so the configuration goes straight into the server).
+pub async fn tls_server(cert: &TestCert, config: WebSocketConfig) -> Server {
+    let tls =
+        sockeye::tls::server_config_from_pem(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes())
+            .expect("server config");
+    Server::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .config(config)
+        .tls(tls)
+}
+
+/// An error and its chain of sources, joined by ": " (Display), then its Debug form after
+/// " | ": what a test searches for the reason of a TLS failure.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    format!("{text} | {err:?}")
+}
+
+/// An echo handler for [`serve_in_background`]: echoes data messages until the stream ends.
+pub async fn echo_handler(
+    mut ws: WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    _request: sockeye::http::Request<()>,
+) {
+    while let Some(Ok(message)) = ws.next().await {
+        if message.is_data() && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Sends `message` and returns the next data message received (pings are answered inside).
+pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    message: Message,
+) -> Message {
+    within("round trip", async {
+        ws.send(message).await.expect("send");
+        loop {
+            match ws.next().await.expect("stream ended").expect("receive") {
+                m if m.is_data() => return m,
+                _ => {}
+            }
+        }
+    })
+    .await
+}
