@@ -411,7 +411,8 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads the body of a refusal: `Content-Length` bytes, or until the end, at most
-/// [`MAX_ERROR_BODY`]; whatever arrived if the peer stalls (the handshake timeout bounds it).
+/// [`MAX_ERROR_BODY`]; whatever arrived once the peer pauses for [`BODY_QUIET`]. Chunked
+/// bodies are kept as they came (not decoded).
 async fn read_body<S: AsyncRead + Unpin>(
     io: &mut S,
     response: &Response<()>,
@@ -424,15 +425,20 @@ async fn read_body<S: AsyncRead + Unpin>(
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(MAX_ERROR_BODY)
         .min(MAX_ERROR_BODY);
+    // A body without a length on a connection kept open (chunked, keep-alive) has no end we
+    // can see: stop after a short quiet spell so the status is reported, not a timeout.
     while body.len() < wanted {
-        match io.read_buf(&mut body).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        match tokio::time::timeout(BODY_QUIET, io.read_buf(&mut body)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
         }
     }
     body.truncate(wanted);
     body
 }
+
+/// How long a refusal's body may pause before the client reports what arrived.
+const BODY_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Performs the client handshake on an established transport (no timeout: wrap it in
 /// `tokio::time::timeout`), with the extensions and subprotocols in `config`.
