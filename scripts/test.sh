@@ -3,7 +3,8 @@
 #   formatting, clippy (warnings are errors), the protocol core's dependency rule, unit,
 #   property and integration tests, doc tests and rustdoc warnings, then the Autobahn
 #   TestSuite in both roles (scripts/autobahn.sh, which installs kosoku in target/venv) and
-#   the interoperability matrix against Python websockets and Node ws (scripts/interop.sh).
+#   the interoperability matrix against Python websockets and Node ws (scripts/interop.sh) and
+#   a bounded run of every fuzz target (scripts/fuzz.sh; installs cargo-fuzz once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -40,5 +41,8 @@ scripts/autobahn.sh
 
 step "interoperability with Python websockets and Node ws (deflate parameter matrix)"
 scripts/interop.sh
+
+step "fuzzing: every cargo-fuzz target for ${FUZZ_SECONDS:-20} s (scripts/fuzz.sh 3600 for longer)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 printf '\n== all passed in %ss\n' "$(( $(date +%s) - start ))"
