@@ -125,16 +125,20 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, io)
         .await
-        .map_err(|e| {
-            match e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                Some(tls) => tls_error(tls.clone()),
-                None => Error::Io(e),
-            }
-        })?;
+        .map_err(handshake_error)?;
     Ok(MaybeTlsStream::ClientTls(Box::new(stream)))
+}
+
+/// A failed TLS handshake: the rustls error (which names the reason, e.g. `UnknownIssuer`)
+/// when there is one, else the transport's.
+fn handshake_error(e: std::io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => tls_error(tls.clone()),
+        None => Error::Io(e),
+    }
 }
 
 /// Performs the server TLS handshake.
@@ -145,14 +149,6 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let stream = tokio_rustls::TlsAcceptor::from(config)
         .accept(io)
         .await
-        .map_err(|e| {
-            match e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                Some(tls) => tls_error(tls.clone()),
-                None => Error::Io(e),
-            }
-        })?;
+        .map_err(handshake_error)?;
     Ok(MaybeTlsStream::ServerTls(Box::new(stream)))
 }

@@ -10,8 +10,8 @@ use http::{Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, key_from_nonce};
 use super::{
-    check_partial_size, copy_headers, from_httparse, header_has_token, is_token, HandshakeConfig,
-    HandshakeError,
+    check_partial_size, check_upgrade_headers, copy_headers, from_httparse, is_token,
+    HandshakeConfig, HandshakeError,
 };
 use crate::deflate::{DeflateConfig, DeflateParams, ExtensionError};
 
@@ -241,20 +241,7 @@ impl ClientHandshake {
             return Err(HandshakeError::UnexpectedStatus(code));
         }
         let headers = response.headers();
-        if !headers
-            .get_all(UPGRADE)
-            .iter()
-            .any(|v| header_has_token(v.as_bytes(), "websocket"))
-        {
-            return Err(HandshakeError::BadHeader("upgrade"));
-        }
-        if !headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| header_has_token(v.as_bytes(), "upgrade"))
-        {
-            return Err(HandshakeError::BadHeader("connection"));
-        }
+        check_upgrade_headers(headers)?;
         let mut accepts = headers.get_all(SEC_WEBSOCKET_ACCEPT).iter();
         match (accepts.next(), accepts.next()) {
             (Some(accept), None) if accept.as_bytes() == self.expected_accept.as_bytes() => {}

@@ -131,6 +131,25 @@ pub(crate) fn header_has_token(value: &[u8], token: &str) -> bool {
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Both sides' check of `Upgrade: websocket` and `Connection: Upgrade` (RFC 6455 §4.1 items 2–3
+/// of the client's checks, §4.2.1 items 3–4 of the server's): each a token in a list, in any
+/// case, possibly over several header lines.
+pub(crate) fn check_upgrade_headers(headers: &http::HeaderMap) -> Result<(), HandshakeError> {
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), token))
+    };
+    if !has(http::header::UPGRADE, "websocket") {
+        return Err(HandshakeError::BadHeader("upgrade"));
+    }
+    if !has(http::header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::BadHeader("connection"));
+    }
+    Ok(())
+}
+
 /// Maps an `httparse` error to a [`HandshakeError`].
 pub(crate) fn from_httparse(err: httparse::Error, config: &HandshakeConfig) -> HandshakeError {
     match err {

@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, is_valid_key};
 use super::{
-    check_partial_size, copy_headers, from_httparse, header_has_token, HandshakeConfig,
+    check_partial_size, check_upgrade_headers, copy_headers, from_httparse, HandshakeConfig,
     HandshakeError,
 };
 use crate::deflate::{DeflateConfig, DeflateParams};
@@ -77,20 +77,7 @@ fn validate_request(request: &Request<()>) -> Result<(), HandshakeError> {
     if single(&HOST).is_none() {
         return Err(HandshakeError::BadHeader("host"));
     }
-    if !headers
-        .get_all(UPGRADE)
-        .iter()
-        .any(|v| header_has_token(v.as_bytes(), "websocket"))
-    {
-        return Err(HandshakeError::BadHeader("upgrade"));
-    }
-    if !headers
-        .get_all(CONNECTION)
-        .iter()
-        .any(|v| header_has_token(v.as_bytes(), "upgrade"))
-    {
-        return Err(HandshakeError::BadHeader("connection"));
-    }
+    check_upgrade_headers(headers)?;
     match single(&SEC_WEBSOCKET_KEY) {
         Some(key) if is_valid_key(key.as_bytes()) => {}
         _ => return Err(HandshakeError::BadHeader("sec-websocket-key")),
