@@ -26,8 +26,10 @@
 //! # Cancel safety
 //!
 //! [`WebSocketStream::recv`] (like `StreamExt::next`) is cancel-safe: received messages stay
-//! queued. [`WebSocketStream::send`] queues the whole message at its first poll and never a
-//! part of it; dropped afterwards, the message is still written by the next operation.
+//! queued. [`WebSocketStream::send`] queues the whole message, never a part of it, once the
+//! outgoing buffer is below its high-water mark (at the first poll unless the peer is slow):
+//! dropped while waiting for room, nothing is sent; dropped after, the message is still written
+//! by the next operation.
 //! [`WebSocketStream::close`] queues its close frame at the first poll and may be called again to
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
 //! connection by design. [`ReconnectingClient::next_event`] is cancel-safe: the connect in

@@ -543,7 +543,7 @@ impl Server {
         } = self;
         let handler = Arc::new(handler);
         let shutdown = CancellationToken::new();
-        let limit = Arc::new(Semaphore::new(max_connections));
+        let limit = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
         let mut tasks = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
         loop {

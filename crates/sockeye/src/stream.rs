@@ -281,8 +281,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     ///
     /// # Cancel safety
     ///
-    /// The message is queued whole at the first poll; dropping the future later leaves it queued,
-    /// and it is written by the next operation on the stream.
+    /// The message is queued whole once the outgoing buffer is below its high-water mark (at the
+    /// first poll unless the peer is slow); dropping the future while it waits for room drops
+    /// the message, dropping it after leaves the message queued, written by the next operation
+    /// on the stream.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         let message = message.into();
         poll_fn(|cx| self.poll_ready_inner(cx)).await?;
@@ -421,27 +423,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             self.conn.handle_timeout();
             return Poll::Ready(Ok(()));
         }
-        let mut proxy_cx = Context::from_waker(&self.proxy);
-        let size = self.config.read_buffer_size.max(1024);
         // The connection copies (or stashes) every byte it is given, so one read buffer per
-        // thread serves every connection: an idle connection holds no read buffer.
-        let result = READ_BUF.with_borrow_mut(|read_buf| {
-            if read_buf.len() < size {
-                read_buf.resize(size, 0);
-            }
-            let mut buf = ReadBuf::new(&mut read_buf[..size]);
-            let result = ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf));
-            if result.is_ok() {
-                let filled = buf.filled();
-                if filled.is_empty() {
-                    self.conn.handle_eof();
-                } else {
-                    self.liveness.last_read = Instant::now();
-                    self.liveness.ping_unanswered = false;
-                    self.conn.handle_bytes(filled);
-                }
-            }
-            Poll::Ready(result)
+        // thread serves every connection: an idle connection holds no read buffer. A transport
+        // that is itself a sockeye stream on this thread finds it borrowed and uses its own.
+        let result = READ_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut shared) => self.read_into(&mut shared),
+            Err(_) => self.read_into(&mut Vec::new()),
         });
         match ready!(result) {
             Ok(()) => Poll::Ready(Ok(())),
@@ -451,6 +438,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 Poll::Ready(Err(Error::Io(e)))
             }
         }
+    }
+
+    /// One read from the transport through `read_buf` into the connection.
+    fn read_into(&mut self, read_buf: &mut Vec<u8>) -> Poll<io::Result<()>> {
+        let size = self.config.read_buffer_size.max(1024);
+        if read_buf.len() < size {
+            read_buf.resize(size, 0);
+        }
+        let mut proxy_cx = Context::from_waker(&self.proxy);
+        let mut buf = ReadBuf::new(&mut read_buf[..size]);
+        let result = ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf));
+        if result.is_ok() {
+            let filled = buf.filled();
+            if filled.is_empty() {
+                self.conn.handle_eof();
+            } else {
+                self.liveness.last_read = Instant::now();
+                self.liveness.ping_unanswered = false;
+                self.conn.handle_bytes(filled);
+            }
+        }
+        Poll::Ready(result)
     }
 
     /// Polls the close timer, started at its first poll; true once it has fired.
@@ -545,7 +554,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     if self.io_failed {
                         return Poll::Ready(Ok(()));
                     }
-                    return self.poll_drain();
+                    // The shutdown still has to be written; a peer that reads nothing is not
+                    // waited for beyond the close timeout (whose timer also wakes this task).
+                    return match self.poll_drain() {
+                        Poll::Pending if self.poll_close_timer() => Poll::Ready(Ok(())),
+                        other => other,
+                    };
                 }
                 Poll::Pending => return Poll::Pending,
             }

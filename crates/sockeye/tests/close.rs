@@ -534,3 +534,34 @@ async fn invalid_close_is_refused_and_sends_nothing() {
     assert!(result.is_err(), "no answer yet: still waiting");
     assert_eq!(frame.unwrap().close_code(), (1000, reason));
 }
+
+/// Regression (found in review): after a clean close with output still queued to a peer that
+/// stopped reading, `close()` waited for the socket forever instead of the close timeout.
+#[tokio::test]
+async fn close_gives_up_on_a_closing_peer_that_stopped_reading() {
+    use tokio::io::AsyncWriteExt as _;
+    let (server_io, mut peer) = tokio::io::duplex(1024);
+    let config = WebSocketConfig::default().close_timeout(SHORT);
+    let mut ws = sockeye::WebSocketStream::from_raw(server_io, sockeye::Role::Server, config, &[]);
+    // More than the pipe holds, to a peer that never reads.
+    ws.try_send(Message::binary(vec![7u8; 60_000])).unwrap();
+    // The peer's masked close frame (code 1000, zero mask).
+    peer.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let result = within("close", async {
+        let first = ws.next().await;
+        assert!(
+            matches!(first, Some(Ok(Message::Close(Some(ref f)))) if f.code == CloseCode::NORMAL),
+            "{first:?}"
+        );
+        ws.close(CloseCode::NORMAL, "").await
+    })
+    .await;
+    let elapsed = start.elapsed();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(elapsed < SHORT * 10, "took {elapsed:?}");
+    assert_eq!(ws.state(), State::Closed);
+    drop(peer);
+}
