@@ -97,15 +97,20 @@ impl WsUrl {
 /// `Basic base64(user:password)` from a URL's percent-encoded userinfo (RFC 7617); a userinfo
 /// without a password (`ws://user@host/`) has an empty one, as browsers and curl send it.
 fn basic_authorization(userinfo: &str) -> Result<String, UrlError> {
-    use base64::Engine as _;
     let mut decoded = percent_decode(userinfo).ok_or(UrlError::Malformed)?;
     if !userinfo.contains(':') {
         decoded.push(b':');
     }
-    Ok(format!(
+    Ok(basic_credentials(&decoded))
+}
+
+/// `Basic base64(user-pass)` (RFC 7617 §2), for `Authorization` and `Proxy-Authorization`.
+pub(crate) fn basic_credentials(user_pass: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(decoded)
-    ))
+        base64::engine::general_purpose::STANDARD.encode(user_pass)
+    )
 }
 
 pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
@@ -214,7 +219,7 @@ impl ClientBuilder {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        self.config.protocols = protocols.into_iter().map(Into::into).collect();
+        self.config = self.config.protocols(protocols);
         self
     }
 

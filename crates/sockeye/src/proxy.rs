@@ -471,7 +471,6 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
     host: &str,
     port: u16,
 ) -> Result<(), Error> {
-    use base64::Engine as _;
     // RFC 9110 §9.3.6: "the request-target consists of only the host name and port number of
     // the tunnel destination, separated by a colon"; an IPv6 literal in brackets (RFC 3986).
     let authority = if host.contains(':') {
@@ -485,9 +484,8 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         if user.contains(':') {
             return Err(ProxyError::InvalidCredentials.into());
         }
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        request.push_str(&format!("Proxy-Authorization: Basic {credentials}\r\n"));
+        let credentials = crate::client::basic_credentials(format!("{user}:{password}").as_bytes());
+        request.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
     }
     request.push_str("\r\n");
     io.write_all(request.as_bytes()).await?;
