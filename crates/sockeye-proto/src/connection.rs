@@ -967,15 +967,13 @@ impl Connection {
             Initiator::Remote
         };
         self.events.push_back(Event::Message(Message::Close(frame)));
-        self.close_info = Some((code, reason, initiator));
         // §7.1.1: "the underlying TCP connection, in most normal cases, SHOULD be closed first by
         // the server". A client waits for the server's end of stream (or its close timer).
         if self.role == Role::Server {
-            let (code, reason, initiator) =
-                self.close_info
-                    .take()
-                    .unwrap_or((code, String::new(), initiator));
+            self.close_info = None;
             self.finish(code, reason, initiator, true, None);
+        } else {
+            self.close_info = Some((code, reason, initiator));
         }
     }
 
