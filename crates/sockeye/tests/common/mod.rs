@@ -983,3 +983,33 @@ pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await
 }
+
+/// Builds the example `name` of the `sockeye` package (with `features`, comma-separated, may be
+/// empty) in the profile this test was built in, and returns the path of its binary.
+///
+/// Runs `cargo build --example`, so `cargo run --example NAME` is exactly what is tested.
+pub fn example_binary(name: &str, features: &str) -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let release = profile_dir.file_name().is_some_and(|p| p == "release");
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args(["build", "--quiet", "-p", "sockeye", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !features.is_empty() {
+        command.args(["--features", features]);
+    }
+    if release {
+        command.arg("--release");
+    }
+    let status = command.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{} missing after the build", path.display());
+    path
+}
