@@ -351,7 +351,7 @@ async fn tls_connect(
 /// The URL a `Location` header points to, relative to `base`: absolute, a network-path
 /// reference (`//host:port/path`, keeping the scheme) or an absolute path (keeping the scheme
 /// and authority). Relative paths (`other`, `../x`) are refused.
-fn resolve_redirect(base: &WsUrl, location: &str) -> Result<WsUrl, Error> {
+pub(crate) fn resolve_redirect(base: &WsUrl, location: &str) -> Result<WsUrl, Error> {
     let scheme = if base.tls { "wss" } else { "ws" };
     if let Some(authority_and_path) = location.strip_prefix("//") {
         return Ok(WsUrl::parse(&format!("{scheme}://{authority_and_path}"))?);
@@ -369,7 +369,7 @@ fn resolve_redirect(base: &WsUrl, location: &str) -> Result<WsUrl, Error> {
 }
 
 /// Largest response body kept when the server refuses the upgrade.
-const MAX_ERROR_BODY: usize = 64 << 10;
+pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
 
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
@@ -443,7 +443,7 @@ async fn read_body<S: AsyncRead + Unpin>(
 }
 
 /// How long a refusal's body may pause before the client reports what arrived.
-const BODY_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const BODY_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Performs the client handshake on an established transport (no timeout: wrap it in
 /// `tokio::time::timeout`), with the extensions and subprotocols in `config`.

@@ -32,8 +32,12 @@
 //! by the next operation.
 //! [`WebSocketStream::close`] queues its close frame at the first poll and may be called again to
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
-//! connection by design. [`ReconnectingClient::next_event`] is cancel-safe: the connect in
-//! progress, the backoff wait and undelivered events stay in the client.
+//! connection by design, and `axum::WebSocketUpgrade::on_upgrade` (feature `axum`), which
+//! spawns the task that receives the upgraded connection, and the [`WebSocket`] constructors,
+//! which spawn the task that drives the connection, as a browser does. [`WebSocket::next_event`]
+//! is cancel-safe. [`ReconnectingClient::next_event`] is
+//! cancel-safe: the connect in progress, the backoff wait and undelivered events stay in the
+//! client.
 //!
 //! # Defaults
 //!
@@ -47,6 +51,9 @@
 //! | [`ReconnectingClient`] backoff | 0.5 s, ×2, up to 30 s, ± 20 %, unlimited attempts |
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
+pub mod blocking;
 mod client;
 mod config;
 mod error;
@@ -58,6 +65,9 @@ mod stream;
 #[cfg(feature = "rustls")]
 pub mod tls;
 mod transport;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
+pub mod websocket;
 
 pub use client::{
     client_handshake, connect, connect_with_config, ClientBuilder, ClientStream, WsUrl,
@@ -68,10 +78,13 @@ pub use proxy::{connect_via, Proxy, ProxyConfig, DEFAULT_PROXY_PORT};
 pub use reconnect::{Backoff, ReconnectEvent, ReconnectingClient};
 pub use server::{
     accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
-    OriginCallback, OriginPolicy, Server, ServerStream, DEFAULT_MAX_CONNECTIONS,
+    HttpCallback, OriginCallback, OriginPolicy, Server, ServerStream, DEFAULT_MAX_CONNECTIONS,
 };
 pub use stream::WebSocketStream;
 pub use transport::MaybeTlsStream;
+pub use websocket::{
+    CloseEvent, Event, ReadyState, WebSocket, WebSocketBuilder, EVENT_QUEUE, MAX_QUEUED_MESSAGES,
+};
 
 pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};

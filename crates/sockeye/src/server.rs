@@ -121,6 +121,11 @@ impl Accept {
 pub type HandshakeCallback =
     Arc<dyn Fn(&HandshakeRequest<'_>) -> HandshakeDecision + Send + Sync + 'static>;
 
+/// The server's answer to plain HTTP requests (see [`Server::on_http`]): `Some(response)` to
+/// answer, `None` to keep the default refusal.
+pub type HttpCallback =
+    Arc<dyn Fn(&Request<()>) -> Option<http::Response<Vec<u8>>> + Send + Sync + 'static>;
+
 /// Which `Origin` headers a server accepts: the defence against cross-site WebSocket
 /// hijacking, since browsers send cookies with WebSocket handshakes. A refused origin gets
 /// `403 Forbidden`.
@@ -167,6 +172,7 @@ impl OriginPolicy {
 pub(crate) struct Hooks {
     pub(crate) on_handshake: Option<HandshakeCallback>,
     pub(crate) origin: OriginPolicy,
+    pub(crate) on_http: Option<HttpCallback>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -174,6 +180,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("on_handshake", &self.on_handshake.is_some())
             .field("origin", &self.origin)
+            .field("on_http", &self.on_http.is_some())
             .finish()
     }
 }
@@ -190,6 +197,13 @@ async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
     let (request, used) = match parsed {
         Err(_) => return Err(Error::HandshakeTimeout),
         Ok(Err(Error::Handshake(err))) => {
+            if let Some(on_http) = &hooks.on_http {
+                if let Some(plain) = parse_plain_request(&buf, &config.handshake) {
+                    if let Some(err) = answer_plain(&mut io, on_http, plain, peer, timeout).await {
+                        return Err(err);
+                    }
+                }
+            }
             tracing::debug!(error = %err, status = err.status(), "handshake rejected");
             let (response, body) = reject_response(&err);
             send_refusal(&mut io, &response, &body, timeout).await;
@@ -287,6 +301,117 @@ async fn send_refusal<S: AsyncWrite + Unpin>(
         io.shutdown().await
     })
     .await;
+}
+
+/// A complete `GET` or `HEAD` request without an `Upgrade` header: ordinary HTTP, for
+/// [`Server::on_http`].
+#[derive(Debug)]
+struct PlainRequest {
+    request: Request<()>,
+    /// It announced a body (`Content-Length` other than 0, or `Transfer-Encoding`).
+    has_body: bool,
+}
+
+/// Parses the head at the start of `buf` as a plain HTTP/1.0 or 1.1 `GET`/`HEAD` request within
+/// the handshake limits. `None` for anything else (incomplete, malformed, another method, an
+/// `Upgrade` header of any kind): such requests keep their handshake refusal.
+fn parse_plain_request(
+    buf: &[u8],
+    config: &sockeye_proto::handshake::HandshakeConfig,
+) -> Option<PlainRequest> {
+    let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let used = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        _ => return None,
+    };
+    if used > config.max_head_size {
+        return None;
+    }
+    let method = match parsed.method? {
+        "GET" => http::Method::GET,
+        "HEAD" => http::Method::HEAD,
+        _ => return None,
+    };
+    let version = match parsed.version? {
+        0 => http::Version::HTTP_10,
+        1 => http::Version::HTTP_11,
+        _ => return None,
+    };
+    let mut request = Request::builder()
+        .method(method)
+        .version(version)
+        .uri(parsed.path?)
+        .body(())
+        .ok()?;
+    for header in parsed.headers.iter() {
+        let name = http::HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = http::HeaderValue::from_bytes(header.value).ok()?;
+        request.headers_mut().append(name, value);
+    }
+    let headers = request.headers();
+    if headers.contains_key(http::header::UPGRADE) {
+        return None;
+    }
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != b"0");
+    Some(PlainRequest { request, has_body })
+}
+
+/// Answers a plain HTTP request with the [`Server::on_http`] callback's response (413 for a
+/// request with a body, which is never read), logs it and closes. `None` when the callback
+/// declines: the caller sends its usual refusal.
+async fn answer_plain<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    on_http: &HttpCallback,
+    plain: PlainRequest,
+    peer: Option<SocketAddr>,
+    timeout: Duration,
+) -> Option<Error> {
+    let PlainRequest { request, has_body } = plain;
+    let mut response = if has_body {
+        let mut refusal = http::Response::new(b"request bodies are not accepted\n".to_vec());
+        *refusal.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+        refusal.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        refusal
+    } else {
+        on_http(&request)?
+    };
+    // The body is sent whole, then the connection is closed: its length is known.
+    let length = http::HeaderValue::from(response.body().len());
+    let headers = response.headers_mut();
+    headers.remove(http::header::TRANSFER_ENCODING);
+    headers.insert(http::header::CONTENT_LENGTH, length);
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    tracing::info!(
+        peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        method = %request.method(),
+        path = %request.uri(),
+        status = response.status().as_u16(),
+        "http request"
+    );
+    let (parts, body) = response.into_parts();
+    let head = http::Response::from_parts(parts, ());
+    // RFC 9110 §9.3.2: the answer to HEAD has the headers of the answer to GET, without content.
+    let sent: &[u8] = if request.method() == http::Method::HEAD {
+        &[]
+    } else {
+        &body
+    };
+    send_refusal(io, &head, sent, timeout).await;
+    let (parts, ()) = head.into_parts();
+    Some(Error::Http(Box::new(http::Response::from_parts(
+        parts, body,
+    ))))
 }
 
 async fn read_request<S: AsyncRead + Unpin>(
@@ -431,6 +556,35 @@ impl Server {
     #[must_use]
     pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
         self.hooks.origin = policy;
+        self
+    }
+
+    /// Answers plain HTTP requests on the WebSocket port: a `GET` or `HEAD` (HTTP/1.0 or 1.1)
+    /// without an `Upgrade` header is passed to `callback`, whose `Some(response)` is sent
+    /// (with `Content-Length` and `Connection: close` set, any `Transfer-Encoding` removed, and
+    /// without the body for `HEAD`) before the connection is closed; `None` keeps the refusal
+    /// sent without a callback (`400 Bad Request` for a request that asks for no upgrade). A
+    /// request that announces a body gets `413 Payload Too Large` without being read. Other
+    /// methods and every upgrade request, valid or not, are handled as without the callback.
+    /// Each answered request is logged at `info` (peer, method, path, status).
+    ///
+    /// The callback runs on the connection's task: it should not block for long.
+    ///
+    /// ```
+    /// use sockeye::Server;
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = Server::bind("127.0.0.1:0").await?.on_http(|request| {
+    ///     (request.uri().path() == "/health").then(|| http::Response::new(b"ok\n".to_vec()))
+    /// });
+    /// # drop(server); Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn on_http<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&Request<()>) -> Option<http::Response<Vec<u8>>> + Send + Sync + 'static,
+    {
+        self.hooks.on_http = Some(Arc::new(callback));
         self
     }
 
@@ -656,4 +810,149 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 fn log_rejected(peer: SocketAddr, err: &HandshakeError) {
     tracing::info!(%peer, status = err.status(), error = %err, "handshake rejected");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    /// Hooks whose `on_http` answers `/` with "hello" and declines anything else, counting
+    /// its calls.
+    fn hooks(calls: Arc<AtomicUsize>) -> Hooks {
+        Hooks {
+            on_http: Some(Arc::new(move |request: &Request<()>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                (request.uri().path() == "/").then(|| {
+                    let mut response = http::Response::new(b"hello".to_vec());
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain"),
+                    );
+                    response
+                })
+            })),
+            ..Hooks::default()
+        }
+    }
+
+    /// Sends `request` to a server with `hooks` over a pipe, fed one byte at a time; returns
+    /// what the server wrote (up to EOF, or the end of the head for an upgrade) and its result.
+    async fn exchange(request: &str, hooks: &Hooks) -> (String, Result<Request<()>, Error>) {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let config = WebSocketConfig::default();
+        let accepted = accept_hooked(server, config, hooks, None);
+        let talk = async {
+            for byte in request.as_bytes() {
+                client.write_all(&[*byte]).await.expect("write");
+            }
+            let mut seen = Vec::new();
+            let mut chunk = [0; 1024];
+            while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+                let n = client.read(&mut chunk).await.expect("read");
+                assert_ne!(n, 0, "server closed before answering");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            (client, seen)
+        };
+        let ((mut client, mut seen), result) =
+            tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::join!(talk, accepted)
+            })
+            .await
+            .expect("exchange timed out");
+        let result = result.map(|(_ws, request)| request);
+        if result.is_err() {
+            // A refused or answered connection is shut down: read the rest of the body.
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut seen))
+                .await
+                .expect("shutdown timed out")
+                .expect("read");
+        }
+        (String::from_utf8(seen).expect("utf-8"), result)
+    }
+
+    #[tokio::test]
+    async fn on_http_answers_get_and_head() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let hooks = hooks(calls.clone());
+        let (text, result) = exchange("GET /?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", &hooks).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+        assert!(matches!(result, Err(Error::Http(r)) if r.status() == 200));
+
+        let (text, _) = exchange("HEAD / HTTP/1.0\r\n\r\n", &hooks).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "HEAD must have no body: {text}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn on_http_declined_or_absent_keeps_the_refusal() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let request = "GET /elsewhere HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (declined, result) = exchange(request, &hooks(calls.clone())).await;
+        assert!(matches!(result, Err(Error::Handshake(_))));
+        let (without, _) = exchange(request, &Hooks::default()).await;
+        assert!(declined.starts_with("HTTP/1.1 4"), "{declined}");
+        assert_eq!(declined, without);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn on_http_leaves_bodies_methods_and_upgrades_alone() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let hooks = hooks(calls.clone());
+        let (text, _) = exchange(
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n",
+            &hooks,
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        let (text, _) = exchange(
+            "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &hooks,
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        let (text, _) = exchange("POST / HTTP/1.1\r\nHost: h\r\n\r\n", &hooks).await;
+        assert!(text.starts_with("HTTP/1.1 405 "), "{text}");
+        // An upgrade request, valid or not, is never plain HTTP.
+        let (text, result) = exchange(UPGRADE, &hooks).await;
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        assert_eq!(result.expect("upgrade").uri(), "/chat");
+        let broken = UPGRADE.replace("Sec-WebSocket-Version: 13\r\n", "");
+        let (text, _) = exchange(&broken, &hooks).await;
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn server_on_http_over_tcp() {
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .on_http(|_| Some(http::Response::new(b"page".to_vec())));
+        let addr = server.local_addr().expect("addr");
+        let serving = tokio::spawn(server.serve(|_ws, _request| async {}));
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut seen))
+            .await
+            .expect("answer timed out")
+            .expect("read");
+        let text = String::from_utf8(seen).expect("utf-8");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\npage"), "{text}");
+        serving.abort();
+    }
 }

@@ -131,7 +131,7 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// A failed TLS handshake: the rustls error (which names the reason, e.g. `UnknownIssuer`)
 /// when there is one, else the transport's.
-fn handshake_error(e: std::io::Error) -> Error {
+pub(crate) fn handshake_error(e: std::io::Error) -> Error {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())

@@ -11,7 +11,8 @@ mod server;
 pub use accept_key::{accept_key, key_from_nonce, WEBSOCKET_GUID};
 pub use client::{ClientHandshake, ClientRequest};
 pub use server::{
-    accept_response, accept_response_with, parse_request, reject_response, write_response,
+    accept_response, accept_response_with, is_upgrade_request, parse_request, reject_response,
+    validate_request, write_response,
 };
 
 use crate::deflate::ExtensionError;

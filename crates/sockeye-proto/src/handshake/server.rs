@@ -45,17 +45,18 @@ pub fn parse_request(
             limit: config.max_head_size,
         });
     }
-    // §4.2.1: "An HTTP/1.1 or higher GET request".
-    if parsed.method != Some("GET") {
-        return Err(HandshakeError::MethodNotAllowed);
-    }
-    if parsed.version != Some(1) {
-        return Err(HandshakeError::UnsupportedHttpVersion);
-    }
+    let method = parsed
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or(HandshakeError::MalformedHttp("invalid method"))?;
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
     let path = parsed.path.unwrap_or("/");
     let mut request = Request::builder()
-        .method(Method::GET)
-        .version(Version::HTTP_11)
+        .method(method)
+        .version(version)
         .uri(path)
         .body(())
         .map_err(|_| HandshakeError::MalformedHttp("invalid request target"))?;
@@ -64,7 +65,28 @@ pub fn parse_request(
     Ok(Some((request, used)))
 }
 
-fn validate_request(request: &Request<()>) -> Result<(), HandshakeError> {
+/// Checks a parsed request against the opening handshake's rules
+/// ([RFC 6455 §4.2.1](https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1)): a GET over
+/// HTTP/1.1 with one `Host`, `Upgrade: websocket`, `Connection: Upgrade`, one valid
+/// `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13`.
+///
+/// [`parse_request`] runs it on the requests it parses; servers that parse HTTP themselves
+/// (hyper) run it on theirs, so both accept exactly the same requests.
+///
+/// # Errors
+///
+/// A [`HandshakeError`] whose [`status`](HandshakeError::status) is the answer to send: 405 for
+/// a method other than GET, 505 for a version other than HTTP/1.1, 426 for a
+/// `Sec-WebSocket-Version` other than 13, 400 for any other missing or bad header.
+pub fn validate_request<B>(request: &Request<B>) -> Result<(), HandshakeError> {
+    // §4.2.1: "An HTTP/1.1 or higher GET request". Higher versions have no Upgrade mechanism
+    // (HTTP/2 forbids connection-specific headers), so only HTTP/1.1 qualifies.
+    if request.method() != Method::GET {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if request.version() != Version::HTTP_11 {
+        return Err(HandshakeError::UnsupportedHttpVersion);
+    }
     let headers = request.headers();
     let single = |name: &HeaderName| {
         let mut values = headers.get_all(name).iter();
@@ -87,6 +109,13 @@ fn validate_request(request: &Request<()>) -> Result<(), HandshakeError> {
         Some(_) => Err(HandshakeError::UnsupportedVersion),
         None => Err(HandshakeError::BadHeader("sec-websocket-version")),
     }
+}
+
+/// Whether `headers` ask for a WebSocket upgrade: `Upgrade` lists `websocket` and
+/// `Connection` lists `upgrade` (in any case, possibly over several lines). Such a request is
+/// then checked by [`validate_request`]; any other request is ordinary HTTP.
+pub fn is_upgrade_request(headers: &http::HeaderMap) -> bool {
+    check_upgrade_headers(headers).is_ok()
 }
 
 /// The `101 Switching Protocols` answer to a request accepted by [`parse_request`], accepting
@@ -246,6 +275,41 @@ mod tests {
         }
         let (response, _) = reject_response(&HandshakeError::UnsupportedVersion);
         assert_eq!(response.headers()[SEC_WEBSOCKET_VERSION], "13");
+    }
+
+    #[test]
+    fn validates_requests_parsed_elsewhere_as_parse_request_does() {
+        let (parsed, _) = parse(GOOD).unwrap().unwrap();
+        let mut request = Request::new("a body of any type");
+        *request.uri_mut() = parsed.uri().clone();
+        *request.headers_mut() = parsed.headers().clone();
+        assert_eq!(validate_request(&request), Ok(()));
+        assert!(is_upgrade_request(request.headers()));
+        *request.version_mut() = Version::HTTP_2;
+        assert_eq!(
+            validate_request(&request),
+            Err(HandshakeError::UnsupportedHttpVersion)
+        );
+        *request.version_mut() = Version::HTTP_11;
+        *request.method_mut() = Method::POST;
+        assert_eq!(
+            validate_request(&request),
+            Err(HandshakeError::MethodNotAllowed)
+        );
+        *request.method_mut() = Method::GET;
+        request
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(
+            validate_request(&request),
+            Err(HandshakeError::UnsupportedVersion)
+        );
+        request.headers_mut().remove(UPGRADE);
+        assert!(!is_upgrade_request(request.headers()));
+        assert_eq!(
+            validate_request(&request),
+            Err(HandshakeError::BadHeader("upgrade"))
+        );
     }
 
     #[test]
