@@ -52,7 +52,7 @@ test_server() {
     local name=$1 selection=$2; shift 2
     local dir=$OUT/$name
     rm -rf "$dir"; mkdir -p "$dir"
-    "$BIN" serve --listen 127.0.0.1:0 "$@" >"$dir/serve.log" 2>&1 &
+    "$BIN" serve --listen 127.0.0.1:0 --mode echo "$@" >"$dir/serve.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     local url=""

@@ -239,7 +239,7 @@ to_flags() {
 
 command_of() {  # KIND MODE: sets CMD to the program of that peer in that mode
     case $1 in
-        sockeye) if [ "$2" = serve ]; then CMD=("$SOCKEYE" serve --listen 127.0.0.1:0); else CMD=("$CLIENT"); fi ;;
+        sockeye) if [ "$2" = serve ]; then CMD=("$SOCKEYE" serve --listen 127.0.0.1:0 --mode echo); else CMD=("$CLIENT"); fi ;;
         python) CMD=("$VENV/bin/python" "$PY_PEER" "$2") ;;
         node) CMD=(node "$NODE_DIR/peer.mjs" "$2") ;;
     esac

@@ -16,7 +16,7 @@ step "rustfmt"
 cargo fmt --all --check
 
 step "clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "sockeye-proto has no runtime, socket or TLS dependency"
 if cargo tree -p sockeye-proto -e normal --prefix none | grep -Ei '^(tokio|futures|mio|rustls|native-tls|async)'; then
@@ -24,7 +24,7 @@ if cargo tree -p sockeye-proto -e normal --prefix none | grep -Ei '^(tokio|futur
 fi
 
 step "tests (unit, property, integration, doc)"
-SOCKEYE_SOAK_SECS=5 SOCKEYE_SOAK_CONCURRENCY=200 cargo test --workspace --locked
+SOCKEYE_SOAK_SECS=5 SOCKEYE_SOAK_CONCURRENCY=200 cargo test --workspace --all-features --locked
 
 step "sockeye builds without TLS (--no-default-features)"
 cargo check -p sockeye --no-default-features --locked --quiet
@@ -34,13 +34,16 @@ SOCKEYE_SOAK_SECS=${SOCKEYE_SOAK_SECS:-60} SOCKEYE_SOAK_CONCURRENCY=${SOCKEYE_SO
     cargo test --release -p sockeye --locked --test soak -- --nocapture
 
 step "rustdoc"
-RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps --locked --quiet
 
 step "autobahn (kosoku)"
 scripts/autobahn.sh
 
 step "interoperability with Python websockets and Node ws (deflate parameter matrix)"
 scripts/interop.sh
+
+step "the demo page in headless Chromium (scripts/browser.sh; installs chromium and playwright-core)"
+scripts/browser.sh
 
 step "fuzzing: every cargo-fuzz target for ${FUZZ_SECONDS:-20} s (scripts/fuzz.sh 3600 for longer)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

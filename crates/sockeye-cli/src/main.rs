@@ -2,15 +2,17 @@
 //!
 //! It parses arguments and calls into the `sockeye` crate; all protocol logic lives there.
 
-use std::net::SocketAddr;
+mod bench;
+mod connect;
+mod serve;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand, ValueEnum};
-use futures_util::{SinkExt as _, StreamExt as _};
-use sockeye::{Message, WebSocketConfig, WebSocketStream};
-use tokio::io::{AsyncRead, AsyncWrite};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use sockeye::{Message, WebSocketConfig};
 
 /// WebSocket toolkit: serve, test and poke WebSocket endpoints.
 #[derive(Debug, Parser)]
@@ -22,12 +24,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a WebSocket server. Prints the URL it listens on.
-    Serve(ServeArgs),
+    /// Run a WebSocket server (echo, or broadcast chat rooms: one per path) that also answers
+    /// plain HTTP with a chat demo page or static files. Prints the URLs.
+    Serve(serve::ServeArgs),
     /// Run the Autobahn TestSuite client protocol against a fuzzing server (e.g.
     /// `kosoku -m fuzzingserver`): fetch the case count, run every case echoing each message,
     /// then ask the server to write its reports.
     AutobahnClient(AutobahnArgs),
+    /// Connect to a WebSocket server: an interactive session on a terminal, a pipe tool
+    /// otherwise (one message per line of stdin, one line per message on stdout).
+    #[command(after_help = connect::EXIT_HELP)]
+    Connect(connect::ConnectArgs),
+    /// Load-test an echo server: messages/s, MB/s, round-trip latency percentiles, errors.
+    #[command(after_help = bench::EXIT_HELP)]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,41 +116,6 @@ impl Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Send every text and binary message back unchanged.
-    Echo,
-}
-
-#[derive(Debug, clap::Args)]
-struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
-    listen: SocketAddr,
-    /// What the server does with messages.
-    #[arg(long, value_enum, default_value_t = Mode::Echo)]
-    mode: Mode,
-    /// Serve TLS (wss://) with this PEM certificate chain (leaf first); needs --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Subprotocols the server supports; it selects the first one the client offers that is
-    /// listed here (repeatable).
-    #[arg(long = "subprotocol", value_name = "NAME")]
-    subprotocols: Vec<String>,
-    /// Most connections served at once; more get HTTP 503.
-    #[arg(long, value_name = "N", default_value_t = sockeye::DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// On SIGINT/SIGTERM, how many seconds to wait for connections to finish their close
-    /// handshakes (each is closed with 1001) before dropping them.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    shutdown_timeout: f64,
-    #[command(flatten)]
-    limits: Limits,
-}
-
 #[derive(Debug, clap::Args)]
 struct AutobahnArgs {
     /// Base URL of the fuzzing server.
@@ -188,92 +163,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve::serve(args).await,
             Command::AutobahnClient(args) => autobahn_client(args).await,
+            Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(exit) = e.downcast_ref::<connect::Exit>() {
+                return ExitCode::from(exit.0);
+            }
             eprintln!("sockeye: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut server = sockeye::Server::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?
-        .config(args.limits.config().protocols(args.subprotocols.clone()))
-        .max_connections(args.max_connections)
-        .shutdown_timeout(seconds(args.shutdown_timeout).unwrap_or_default());
-    let scheme = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = sockeye::tls::server_config_from_pem_files(cert, key)
-                .with_context(|| format!("cannot load {} / {}", cert.display(), key.display()))?;
-            server = server.tls(tls);
-            "wss"
-        }
-        _ => "ws",
-    };
-    let addr = server.local_addr()?;
-    println!(
-        "sockeye: listening on {scheme}://{addr}/ (mode {:?}{})",
-        args.mode,
-        if args.limits.deflate {
-            ", permessage-deflate"
-        } else {
-            ""
-        }
-    );
-    match args.mode {
-        Mode::Echo => {
-            server
-                .serve_with_shutdown(|ws, _request| echo(ws), shutdown_signal())
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    eprintln!("sockeye: shutting down (closing connections with 1001)");
-}
-
-/// Echoes every data message until the connection ends. Replies are queued with `feed`; the
-/// stream writes them when it has no message ready, so a burst is answered in one write.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>) {
-    while let Some(item) = ws.next().await {
-        match item {
-            Ok(message) if message.is_data() => {
-                if ws.feed(message).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "connection ended");
-                break;
-            }
         }
     }
 }
@@ -297,7 +200,7 @@ async fn autobahn_client(args: AutobahnArgs) -> anyhow::Result<()> {
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={}", args.agent);
         match sockeye::connect_with_config(&url, config.clone()).await {
-            Ok((ws, _)) => echo(ws).await,
+            Ok((mut ws, _)) => serve::echo(&mut ws).await,
             Err(e) => eprintln!("sockeye: case {case}: {e:#}"),
         }
     }

@@ -1,0 +1,504 @@
+//! `sockeye connect`: pipe mode through `sockeye serve --mode echo`, exit statuses against
+//! servers that refuse, drop or close with an error, `--json`, and the interactive mode driven
+//! through a pseudo-terminal (`script` from util-linux) against an in-test sockeye server.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+use futures_util::StreamExt as _;
+use sockeye::{CloseCode, Message};
+use support::{run, sockeye, EchoServer, Running, PATIENCE};
+
+/// Documented exit statuses (`sockeye connect --help`).
+const EXIT_CONNECTION: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+const EXIT_HANDSHAKE: i32 = 3;
+const EXIT_PEER_ERROR: i32 = 4;
+
+#[test]
+fn pipe_round_trips_ten_thousand_lines_in_order() {
+    let server = EchoServer::start();
+    let mut input = String::new();
+    for i in 0..10_000 {
+        // Varied lengths and some non-ASCII text; one empty line.
+        let filler = "é".repeat(i % 17);
+        if i == 5000 {
+            input.push('\n');
+        } else {
+            input.push_str(&format!("line {i} {filler}\n"));
+        }
+    }
+    let out = run(
+        &["connect", &server.url, "--wait-replies", "all"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), input);
+}
+
+#[test]
+fn null_records_and_binary_input() {
+    let server = EchoServer::start();
+    let out = run(
+        &["connect", &server.url, "--null", "--wait-replies", "all"],
+        b"one\ntwo\0three\0",
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, b"one\ntwo\0three\0");
+
+    let out = run(
+        &["connect", &server.url, "--binary", "--wait-replies", "1"],
+        &[0x00, 0x01, 0xfe, 0xff],
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "0001feff\n");
+
+    let out = run(
+        &[
+            "connect",
+            &server.url,
+            "--binary",
+            "--base64",
+            "--wait-replies",
+            "1",
+        ],
+        &[0xfb, 0xff],
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "+/8=\n");
+}
+
+#[test]
+fn json_events_parse() {
+    let server = EchoServer::start();
+    let out = run(
+        &[
+            "connect",
+            &server.url,
+            "--json",
+            "--timestamps",
+            "--wait-replies",
+            "all",
+        ],
+        b"hello\n{\"not\": \"parsed\"}\n",
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stdout_text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().expect("event name"))
+        .collect();
+    assert_eq!(kinds, ["open", "message", "message", "close"]);
+    assert_eq!(events[0]["status"], 101);
+    assert_eq!(events[1]["data"], "hello");
+    assert_eq!(events[1]["direction"], "in");
+    assert_eq!(events[2]["data"], "{\"not\": \"parsed\"}");
+    assert_eq!(events[3]["code"], 1000);
+    assert_eq!(events[3]["clean"], true);
+    assert!(events.iter().all(|e| e["time"].as_f64().is_some()));
+
+    let out = run(
+        &[
+            "connect",
+            &server.url,
+            "--json",
+            "--binary",
+            "--wait-replies",
+            "1",
+        ],
+        &[1, 2, 255],
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let message: serde_json::Value = out
+        .stdout_text()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON"))
+        .find(|e| e["event"] == "message")
+        .expect("a message event");
+    assert_eq!(message["type"], "binary");
+    assert_eq!(message["data"], "0102ff");
+}
+
+#[test]
+fn waiting_for_replies_is_bounded() {
+    let server = EchoServer::start();
+    // One line sent, five replies awaited: the echo comes, the other four never do.
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "connect",
+            &server.url,
+            "--wait-replies",
+            "5",
+            "--reply-timeout",
+            "0.5",
+        ],
+        b"only\n",
+    );
+    assert_eq!(out.code(), EXIT_CONNECTION, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "only\n");
+    assert!(out.stderr.contains("no reply"), "{}", out.stderr);
+    assert!(started.elapsed() < PATIENCE / 2);
+
+    // Without --wait-replies the client closes at once; the echo may or may not be printed.
+    let out = run(&["connect", &server.url], b"only\n");
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert!(["", "only\n"].contains(&out.stdout_text().as_str()));
+}
+
+#[test]
+fn deflate_and_subprotocol_are_negotiated() {
+    let server = EchoServer::start_with(&["--deflate", "--subprotocol", "chat"]);
+    let line = "compressible ".repeat(50);
+    let input = format!("{line}\nsecond\n");
+    let out = run(
+        &[
+            "connect",
+            &server.url,
+            "--json",
+            "--deflate",
+            "--subprotocol",
+            "other",
+            "--subprotocol",
+            "chat",
+            "--header",
+            "X-Test: 1",
+            "--origin",
+            "http://localhost",
+            "--wait-replies",
+            "all",
+        ],
+        input.as_bytes(),
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stdout_text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(events[0]["event"], "open");
+    assert_eq!(events[0]["protocol"], "chat");
+    let extensions = events[0]["extensions"].as_str().expect("extensions");
+    assert!(extensions.starts_with("permessage-deflate"), "{extensions}");
+    assert_eq!(events[1]["data"], line.as_str());
+    assert_eq!(events[2]["data"], "second");
+}
+
+#[test]
+fn nothing_listening_is_a_handshake_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let out = run(&["connect", &format!("ws://{addr}/")], b"");
+    assert_eq!(out.code(), EXIT_HANDSHAKE, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+
+    // With --json the failure is an event on stdout.
+    let out = run(&["connect", "--json", &format!("ws://{addr}/")], b"");
+    assert_eq!(out.code(), EXIT_HANDSHAKE);
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(event["event"], "error");
+    assert_eq!(event["kind"], "handshake");
+}
+
+/// A server that answers every request with `response` and closes.
+fn http_server(response: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        // One connection is all a test makes.
+        if let Ok((mut tcp, _)) = listener.accept() {
+            tcp.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                match tcp.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let _ = tcp.write_all(response);
+        }
+    });
+    format!("ws://{addr}/chat")
+}
+
+#[test]
+fn http_refusal_is_a_handshake_failure() {
+    let url = http_server(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 13\r\nConnection: close\r\n\r\nnot for you\r\n",
+    );
+    let out = run(&["connect", &url], b"");
+    assert_eq!(out.code(), EXIT_HANDSHAKE, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    assert!(out.stderr.contains("not for you"), "{}", out.stderr);
+
+    let url = http_server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let out = run(&["connect", &url], b"");
+    assert_eq!(out.code(), EXIT_HANDSHAKE, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
+}
+
+/// What an in-test sockeye server saw on its one connection.
+#[derive(Debug)]
+enum Seen {
+    Accepted,
+    Message(Message),
+}
+
+/// What an in-test server does after echoing the first data message.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// Keep echoing.
+    Echo,
+    /// Drop the TCP connection without a close frame.
+    Drop,
+    /// Close with this code.
+    Close(CloseCode),
+}
+
+/// A sockeye server on its own thread and runtime for one connection: it reports what it
+/// receives and echoes data messages, then does `after` once the first one is echoed. Returns
+/// the URL and the reports.
+fn sockeye_server(after: After) -> (String, mpsc::Receiver<Seen>) {
+    let (tx, rx) = mpsc::channel();
+    let (url_tx, url_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let server = sockeye::Server::bind("127.0.0.1:0").await.expect("bind");
+            let addr = server.local_addr().expect("addr");
+            url_tx.send(format!("ws://{addr}/")).expect("url");
+            let accepted = tokio::time::timeout(PATIENCE, server.accept()).await;
+            let Ok(Ok((mut ws, _, _))) = accepted else {
+                return;
+            };
+            let _ = tx.send(Seen::Accepted);
+            while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, ws.next()).await {
+                let _ = tx.send(Seen::Message(message.clone()));
+                if message.is_data() {
+                    if ws.send(message).await.is_err() {
+                        return;
+                    }
+                    match after {
+                        After::Echo => {}
+                        After::Drop => return,
+                        After::Close(code) => {
+                            let _ =
+                                tokio::time::timeout(PATIENCE, ws.close(code, "server says no"))
+                                    .await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    });
+    let url = url_rx.recv_timeout(PATIENCE).expect("server url");
+    (url, rx)
+}
+
+#[test]
+fn dropped_connection_is_an_abnormal_close() {
+    // The server drops TCP after the first message, without a close frame.
+    let (url, _seen) = sockeye_server(After::Drop);
+    let mut command = sockeye();
+    command.args(["connect", &url]);
+    let mut client = Running::start(command);
+    client.write(b"first\n");
+    // stdin stays open: the client is not closing when the server drops.
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), EXIT_CONNECTION, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("without a close handshake") || out.stderr.contains("1006"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn server_error_code_exits_with_4() {
+    let (url, _seen) = sockeye_server(After::Close(CloseCode::INTERNAL_ERROR));
+    let mut command = sockeye();
+    command.args(["connect", &url]);
+    let mut client = Running::start(command);
+    client.write(b"first\n");
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), EXIT_PEER_ERROR, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("1011"), "{}", out.stderr);
+    assert!(out.stderr.contains("server says no"), "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "first\n");
+}
+
+#[test]
+fn server_closing_mid_input_decides_the_status() {
+    // The server closes (1001) after echoing the first of many lines: the rest cannot be sent,
+    // and the clean close decides the exit status.
+    let (url, _seen) = sockeye_server(After::Close(CloseCode::GOING_AWAY));
+    let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let out = run(
+        &["connect", &url, "--wait-replies", "all"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "line 0\n");
+    assert!(out.stderr.contains("1001"), "{}", out.stderr);
+}
+
+#[test]
+fn server_normal_close_exits_with_0() {
+    let (url, _seen) = sockeye_server(After::Close(CloseCode::NORMAL));
+    let mut command = sockeye();
+    command.args(["connect", &url]);
+    let mut client = Running::start(command);
+    client.write(b"first\n");
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn bad_usage_exits_with_2() {
+    for args in [
+        &["connect"][..],
+        &["connect", "--bogus", "ws://127.0.0.1:1/"],
+        &["connect", "ftp://example.com/"],
+        &["connect", "not a url"],
+        &["connect", "--header", "no-colon", "ws://127.0.0.1:1/"],
+        &["connect", "--header", "bad name:x", "ws://127.0.0.1:1/"],
+        &["connect", "--wait-replies", "some", "ws://127.0.0.1:1/"],
+        &["connect", "--null", "--binary", "ws://127.0.0.1:1/"],
+    ] {
+        let out = run(args, b"");
+        assert_eq!(out.code(), EXIT_USAGE, "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn help_documents_the_exit_statuses() {
+    let out = run(&["connect", "--help"], b"");
+    assert_eq!(out.code(), 0);
+    let help = out.stdout_text();
+    for needle in [
+        "Exit status:",
+        "  0  ",
+        "  1  ",
+        "  2  ",
+        "  3  ",
+        "  4  ",
+        "/close",
+    ] {
+        assert!(help.contains(needle), "{needle:?} missing from {help}");
+    }
+}
+
+/// `sockeye connect URL` on a pseudo-terminal (`script -qfec`), so that stdin is a tty.
+fn interactive(url: &str, extra: &str) -> Running {
+    let command_line = format!(
+        "'{}' connect {extra} '{url}'",
+        env!("CARGO_BIN_EXE_sockeye")
+    );
+    let mut command = std::process::Command::new("script");
+    command.args(["-qfec", &command_line, "/dev/null"]);
+    Running::start(command)
+}
+
+/// Types `keys` one at a time, as a person does. rustyline 17 with an external printer waits
+/// for the terminal to become readable before it looks at what it already buffered, so keys
+/// that arrive in one read (unbracketed pastes, automation) would wait for the next key.
+fn type_keys(client: &mut Running, keys: &[u8]) {
+    for key in keys {
+        client.write(std::slice::from_ref(key));
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// Waits for the next report from an in-test server.
+fn next_seen(seen: &mpsc::Receiver<Seen>) -> Seen {
+    seen.recv_timeout(PATIENCE).expect("server report")
+}
+
+#[test]
+fn interactive_commands_reach_the_server() {
+    let (url, seen) = sockeye_server(After::Echo);
+    let mut client = interactive(&url, "");
+    assert!(matches!(next_seen(&seen), Seen::Accepted));
+    client.wait_for_output("connected to");
+
+    type_keys(&mut client, b"hello there\r");
+    assert!(
+        matches!(next_seen(&seen), Seen::Message(Message::Text(t)) if t.as_str() == "hello there")
+    );
+    client.wait_for_output("< hello there");
+
+    type_keys(&mut client, b"/ping abc\r");
+    assert!(matches!(next_seen(&seen), Seen::Message(Message::Ping(p)) if &p[..] == b"abc"));
+    client.wait_for_output("< [pong] abc");
+
+    type_keys(&mut client, b"/binary 01 ff\r");
+    assert!(matches!(next_seen(&seen), Seen::Message(Message::Binary(b)) if b[..] == [0x01, 0xff]));
+    client.wait_for_output("< [binary 2 B] 01ff");
+
+    type_keys(&mut client, b"/close 4000 bye\r");
+    match next_seen(&seen) {
+        Seen::Message(Message::Close(Some(frame))) => {
+            assert_eq!(frame.code, CloseCode(4000));
+            assert_eq!(frame.reason.as_str(), "bye");
+        }
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), 0, "output: {}", out.stdout_text());
+    assert!(out.stdout_text().contains("closed: code 4000"));
+}
+
+#[test]
+fn interactive_rejects_bad_commands_and_quits() {
+    let (url, seen) = sockeye_server(After::Echo);
+    let mut client = interactive(&url, "--json");
+    assert!(matches!(next_seen(&seen), Seen::Accepted));
+    client.wait_for_output("\"event\":\"open\"");
+    type_keys(&mut client, b"/close 1006\r");
+    client.wait_for_output("/close wants a code");
+    type_keys(&mut client, b"/binary xyz\r");
+    client.wait_for_output("/binary wants hex digits");
+    type_keys(&mut client, b"/quit\r");
+    match next_seen(&seen) {
+        Seen::Message(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::NORMAL),
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), 0, "output: {}", out.stdout_text());
+}
+
+#[test]
+fn interactive_session_ends_when_the_server_drops() {
+    let (url, seen) = sockeye_server(After::Drop);
+    let mut client = interactive(&url, "");
+    assert!(matches!(next_seen(&seen), Seen::Accepted));
+    client.wait_for_output("connected to");
+    type_keys(&mut client, b"bye\r");
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), EXIT_CONNECTION, "output: {}", out.stdout_text());
+    assert!(
+        out.stdout_text().contains("closed"),
+        "{}",
+        out.stdout_text()
+    );
+}
