@@ -923,7 +923,10 @@ pub fn run_connection(role: Role, with_deflate: bool, data: &[u8]) {
         whole.events(&mut reference);
         whole.transmit(&mut reference);
         whole.finish();
-        assert_eq!(obs.events, whole.events, "events depend on how the input was chunked");
+        assert_eq!(
+            obs.events, whole.events,
+            "events depend on how the input was chunked"
+        );
         let frames = |wire: &[u8]| -> Vec<(u8, bool, [bool; 3], Vec<u8>)> {
             parse_wire(wire, role)
                 .expect("checked by finish")
