@@ -2,30 +2,32 @@
 //! port, with a built-in chat demo page or a directory of static files.
 //!
 //! In broadcast mode every text and binary message goes to every *other* client connected on
-//! the same request path: one chat room per path (`/room/lobby`). Each client has a bounded
-//! queue of messages waiting to be written to it (`--broadcast-queue` messages and
+//! the same request path: one chat room per path (`/room/lobby`), a topic of a
+//! [`sockeye::hub::Hub`]. With `--redis URL` the hub uses Redis pub/sub as its backplane, so a
+//! room spans every node started with the same Redis. Each client has a bounded queue of
+//! messages waiting to be written to it (`--broadcast-queue` messages and
 //! `--broadcast-queue-size` payload bytes, besides the connection's 64 KiB write buffer). A
 //! client whose queue is full when a message arrives for it, i.e. one that reads slower than its
-//! room talks, is disconnected with 1008 (policy violation) and counted, so that it neither slows
-//! the room down nor grows the server's memory. Disconnecting rather than silently dropping its
-//! messages keeps a chat from having invisible holes: the client learns it lost messages, and
-//! the demo page reconnects.
+//! room talks, is by default disconnected with 1008 (policy violation) and counted, so that it
+//! neither slows the room down nor grows the server's memory. Disconnecting rather than silently
+//! dropping its messages keeps a chat from having invisible holes: the client learns it lost
+//! messages, and the demo page reconnects. `--slow-consumer drop` drops (and counts) the
+//! messages instead.
+//!
+//! `GET /metrics` answers the hub's counters in the Prometheus text format.
 
-use std::collections::HashMap;
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
 use futures_util::{SinkExt as _, StreamExt as _};
 use sockeye::http::{header, HeaderValue, Request, Response, StatusCode};
-use sockeye::{CloseCode, Message, ServerStream, WebSocketStream};
+use sockeye::hub::{Hub, HubConfig, RedisBackplane, SlowConsumer};
+use sockeye::{CloseCode, ServerStream, WebSocketStream};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{seconds, Limits};
@@ -38,6 +40,15 @@ pub(crate) enum Mode {
     /// Relay every text and binary message to every other client connected on the same path
     /// (a chat room per path).
     Broadcast,
+}
+
+/// What broadcast mode does with a client whose queue is full.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SlowPolicy {
+    /// Disconnect it with 1008 (policy violation).
+    Close,
+    /// Drop the message for it (counted in /metrics); it stays connected and sees a gap.
+    Drop,
 }
 
 /// Default for `--broadcast-queue`.
@@ -79,6 +90,14 @@ pub(crate) struct ServeArgs {
     /// client whose queue is empty).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BROADCAST_QUEUE_SIZE)]
     broadcast_queue_size: usize,
+    /// Broadcast mode: what to do with a client whose queue is full.
+    #[arg(long, value_enum, default_value_t = SlowPolicy::Close)]
+    slow_consumer: SlowPolicy,
+    /// Broadcast mode: share rooms with every `sockeye serve` using this Redis
+    /// (`redis://127.0.0.1:6379/`) through Redis pub/sub. While Redis is unreachable, rooms
+    /// keep working on this node; messages for other nodes are dropped and counted.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Serve TLS (wss://) with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -116,6 +135,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Checked before listening; connects once the hub exists.
+    let backplane = match &args.redis {
+        Some(url) => Some(RedisBackplane::new(url).context("invalid --redis URL")?),
+        None => None,
+    };
     let mut server = sockeye::Server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?
@@ -146,7 +170,29 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(dir) => println!("sockeye: serving {} at {web}://{addr}/", dir.display()),
         None => println!("sockeye: open {web}://{addr}/ in a browser for the chat demo"),
     }
-    let server = server.on_http(move |request| Some(http_response(request, static_dir.as_deref())));
+    let slow_consumer = match args.slow_consumer {
+        SlowPolicy::Close => SlowConsumer::Close(CloseCode::POLICY_VIOLATION),
+        SlowPolicy::Drop => SlowConsumer::Drop,
+    };
+    let hub_config = HubConfig::default()
+        .max_queued_messages(args.broadcast_queue)
+        .max_queued_size(args.broadcast_queue_size)
+        .slow_consumer(slow_consumer);
+    let hub = match backplane {
+        Some(backplane) => {
+            // Not the URL itself: it may hold a password.
+            println!("sockeye: rooms shared through Redis (--redis)");
+            Hub::with_backplane(hub_config, backplane)
+        }
+        None => Hub::new(hub_config),
+    };
+    let metrics_hub = hub.clone();
+    let server = server.on_http(move |request| {
+        if request.uri().path() == "/metrics" {
+            return Some(metrics_response(&metrics_hub));
+        }
+        Some(http_response(request, static_dir.as_deref()))
+    });
     let shutdown = CancellationToken::new();
     let signal = {
         let shutdown = shutdown.clone();
@@ -159,26 +205,31 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Mode::Echo => {
             server
                 .serve_with_shutdown(
-                    |mut ws, request| async move {
-                        echo(&mut ws).await;
-                        log_closed(&ws, &request);
+                    move |mut ws, request| {
+                        // Counted as a connection in /metrics; subscribed to nothing.
+                        let connection = hub.subscriber();
+                        async move {
+                            echo(&mut ws).await;
+                            drop(connection);
+                            log_closed(&ws, &request);
+                        }
                     },
                     signal,
                 )
                 .await?;
         }
         Mode::Broadcast => {
-            let rooms = Arc::new(Rooms::new(args.broadcast_queue, args.broadcast_queue_size));
-            let handler_rooms = rooms.clone();
+            let handler_hub = hub.clone();
             server
                 .serve_with_shutdown(
                     move |ws, request| {
-                        broadcast(ws, request, handler_rooms.clone(), shutdown.clone())
+                        broadcast(ws, request, handler_hub.subscriber(), shutdown.clone())
                     },
                     signal,
                 )
                 .await?;
-            let slow = rooms.slow_disconnects.load(Ordering::Relaxed);
+            let metrics = hub.metrics();
+            let slow = metrics.evicted;
             if slow > 0 {
                 eprintln!("sockeye: {slow} slow client(s) were disconnected with 1008");
             }
@@ -242,169 +293,23 @@ fn log_closed(ws: &ServerStream, request: &Request<()>) {
     tracing::info!(%peer, path = %request.uri(), %code, "connection closed");
 }
 
-/// A client in a room: where its messages go, and how to tell it that it was too slow.
-#[derive(Debug)]
-struct Member {
-    queue: mpsc::Sender<Message>,
-    /// Payload bytes in `queue`: added before a message is queued, taken off by the client's
-    /// task when it takes the message out.
-    queued_size: Arc<AtomicUsize>,
-    kick: CancellationToken,
-}
-
-/// Where a member's task takes its messages from.
-#[derive(Debug)]
-struct Inbox {
-    queue: mpsc::Receiver<Message>,
-    queued_size: Arc<AtomicUsize>,
-}
-
-impl Inbox {
-    /// The next queued message; `None` once the member was removed from its room.
-    async fn recv(&mut self) -> Option<Message> {
-        let message = self.queue.recv().await?;
-        self.queued_size
-            .fetch_sub(message.as_payload().len(), Ordering::Relaxed);
-        Some(message)
-    }
-}
-
-/// What became of a message published to one member.
-#[derive(Debug, PartialEq, Eq)]
-enum Delivery {
-    Queued,
-    /// The member's queue is full: it is disconnected.
-    Full,
-    /// The member's task has ended.
-    Gone,
-}
-
-/// The broadcast rooms: the members of each request path.
-#[derive(Debug)]
-struct Rooms {
-    rooms: Mutex<HashMap<String, HashMap<u64, Member>>>,
-    next_id: AtomicU64,
-    /// Most messages queued per member.
-    queue: usize,
-    /// Most payload bytes queued per member.
-    queue_size: usize,
-    slow_disconnects: AtomicU64,
-}
-
-impl Rooms {
-    fn new(queue: usize, queue_size: usize) -> Self {
-        Self {
-            rooms: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            queue,
-            queue_size,
-            slow_disconnects: AtomicU64::new(0),
-        }
-    }
-
-    /// Adds a member to the room `path`: its id, its queue and the token cancelled when it is
-    /// disconnected for being slow.
-    fn join(&self, path: &str) -> (u64, Inbox, CancellationToken) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, receiver) = mpsc::channel(self.queue);
-        let queued_size = Arc::new(AtomicUsize::new(0));
-        let kick = CancellationToken::new();
-        let member = Member {
-            queue,
-            queued_size: queued_size.clone(),
-            kick: kick.clone(),
-        };
-        let inbox = Inbox {
-            queue: receiver,
-            queued_size,
-        };
-        self.lock()
-            .entry(path.to_owned())
-            .or_default()
-            .insert(id, member);
-        (id, inbox, kick)
-    }
-
-    fn leave(&self, path: &str, id: u64) {
-        let mut rooms = self.lock();
-        if let Some(room) = rooms.get_mut(path) {
-            room.remove(&id);
-            if room.is_empty() {
-                rooms.remove(path);
-            }
-        }
-    }
-
-    /// Queues `message` for every member of `path` but `from`, never waiting: a member whose
-    /// queue is full (in messages or bytes) is removed and told to leave with 1008.
-    fn publish(&self, path: &str, from: u64, message: &Message) {
-        let size = message.as_payload().len();
-        let mut slow = 0;
-        let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(path) else {
-            return;
-        };
-        room.retain(|id, member| {
-            if *id == from {
-                return true;
-            }
-            // Counted before queueing, so that the member's task never takes off more than
-            // was added.
-            let queued = member.queued_size.fetch_add(size, Ordering::Relaxed);
-            let delivery = if queued > 0 && queued.saturating_add(size) > self.queue_size {
-                Delivery::Full
-            } else {
-                match member.queue.try_send(message.clone()) {
-                    Ok(()) => Delivery::Queued,
-                    Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
-                    Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-                }
-            };
-            if delivery != Delivery::Queued {
-                member.queued_size.fetch_sub(size, Ordering::Relaxed);
-            }
-            match delivery {
-                Delivery::Queued => true,
-                Delivery::Full => {
-                    member.kick.cancel();
-                    slow += 1;
-                    false
-                }
-                Delivery::Gone => false,
-            }
-        });
-        drop(rooms);
-        if slow > 0 {
-            self.slow_disconnects.fetch_add(slow, Ordering::Relaxed);
-            tracing::info!(
-                path,
-                clients = slow,
-                "queue full: disconnecting slow client(s) with 1008"
-            );
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Member>>> {
-        // The map stays consistent whatever a panicking holder did: no invariant spans entries.
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A broadcast connection: relays what it receives to its room and writes what its room sends,
-/// until it closes, fails, is disconnected for being slow, or the server shuts down.
+/// A broadcast connection: relays what it receives to its room (the topic named by its path)
+/// and writes what its room sends, until it closes, fails, is evicted for being slow, or the
+/// server shuts down.
 async fn broadcast(
     mut ws: ServerStream,
     request: Request<()>,
-    rooms: Arc<Rooms>,
+    mut member: sockeye::hub::Subscriber,
     shutdown: CancellationToken,
 ) {
     let path = request.uri().path().to_owned();
-    let (id, mut queue, kick) = rooms.join(&path);
-    let mut slow = false;
+    member.subscribe(&path);
     loop {
         tokio::select! {
             item = ws.next() => match item {
-                Some(Ok(message)) if message.is_data() => rooms.publish(&path, id, &message),
+                Some(Ok(message)) if message.is_data() => {
+                    member.publish(&path, message);
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "connection ended");
@@ -413,25 +318,44 @@ async fn broadcast(
                 // Closed, by the client or by the server's shutdown (1001).
                 None => break,
             },
-            Some(message) = queue.recv() => {
+            next = member.recv() => {
+                // `None`: evicted for being slow.
+                let Some(message) = next else { break };
                 // `feed` waits while the client's write buffer is over its high-water mark; the
                 // stream writes the message when next polled.
                 tokio::select! {
+                    // In this order: while `feed` completes at once, nothing waits on the rest.
+                    biased;
                     fed = ws.feed(message) => if fed.is_err() { break },
-                    () = kick.cancelled() => { slow = true; break }
+                    _ = member.evicted() => break,
                     // A client that stopped reading cannot take a close frame either.
                     () = shutdown.cancelled() => break,
                 }
             }
-            () = kick.cancelled() => { slow = true; break }
         }
     }
-    rooms.leave(&path, id);
-    if slow {
-        let closing = ws.close(CloseCode::POLICY_VIOLATION, "too slow");
+    let evicted = member.eviction();
+    // Leave the room before the (bounded) close handshake.
+    drop(member);
+    if let Some(code) = evicted {
+        tracing::info!(path, "queue full: disconnecting a slow client with {code}");
+        let closing = ws.close(code, "too slow");
         let _ = tokio::time::timeout(SLOW_CLIENT_CLOSE_TIMEOUT, closing).await;
     }
     log_closed(&ws, &request);
+}
+
+/// `/metrics`: the hub's counters in the Prometheus text format.
+fn metrics_response(hub: &Hub) -> Response<Vec<u8>> {
+    let mut response = Response::new(hub.metrics().to_prometheus("sockeye_").into_bytes());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// The answer to a plain HTTP request: a file of `static_dir`, or the demo page.
@@ -510,7 +434,7 @@ fn status_page(status: StatusCode) -> Response<Vec<u8>> {
 /// `root` (a symbolic link included), 404 for what does not exist. A directory means its
 /// `index.html`.
 fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, StatusCode> {
-    let decoded = percent_decode(url_path).ok_or(StatusCode::BAD_REQUEST)?;
+    let decoded = sockeye::percent_decode(url_path).ok_or(StatusCode::BAD_REQUEST)?;
     let decoded = String::from_utf8(decoded).map_err(|_| StatusCode::BAD_REQUEST)?;
     if decoded.contains(['\0', '\\']) {
         return Err(StatusCode::BAD_REQUEST);
@@ -568,28 +492,6 @@ fn content_type(file: &Path) -> &'static str {
     }
 }
 
-/// Decodes `%XX` escapes; `None` for a malformed escape.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&byte) = bytes.get(i) {
-        if byte == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            // Two hex digits exactly: `from_str_radix` alone would also take a sign ("%+1").
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(byte);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,74 +499,40 @@ mod tests {
     #[test]
     fn percent_decode_rejects_malformed_escapes() {
         assert_eq!(
-            percent_decode("/a%2e%2E/b").as_deref(),
+            sockeye::percent_decode("/a%2e%2E/b").as_deref(),
             Some(&b"/a../b"[..])
         );
-        assert_eq!(percent_decode("%"), None);
-        assert_eq!(percent_decode("%2"), None);
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%+1"), None);
-    }
-
-    /// Every message in `inbox` without waiting.
-    fn drain(inbox: &mut Inbox) -> Vec<Message> {
-        let mut messages = Vec::new();
-        while let Ok(message) = inbox.queue.try_recv() {
-            inbox
-                .queued_size
-                .fetch_sub(message.as_payload().len(), Ordering::Relaxed);
-            messages.push(message);
-        }
-        messages
+        assert_eq!(sockeye::percent_decode("%"), None);
+        assert_eq!(sockeye::percent_decode("%2"), None);
+        assert_eq!(sockeye::percent_decode("%zz"), None);
+        assert_eq!(sockeye::percent_decode("%+1"), None);
     }
 
     #[test]
-    fn rooms_deliver_to_the_others_on_the_same_path() {
-        let rooms = Rooms::new(8, 1 << 20);
-        let (a1, mut a1_inbox, _) = rooms.join("/a");
-        let (_, mut a2_inbox, _) = rooms.join("/a");
-        let (b, mut b_inbox, _) = rooms.join("/b");
-        rooms.publish("/a", a1, &Message::text("hi"));
-        assert!(drain(&mut a1_inbox).is_empty());
-        assert_eq!(drain(&mut a2_inbox), vec![Message::text("hi")]);
-        assert!(drain(&mut b_inbox).is_empty());
-        rooms.leave("/a", a1);
-        rooms.leave("/b", b);
-        assert_eq!(rooms.lock().len(), 1, "an empty room is removed");
-    }
-
-    #[tokio::test]
-    async fn rooms_disconnect_a_member_whose_queue_is_full() {
-        // By count: a queue of 2 messages.
-        let rooms = Rooms::new(2, 1 << 20);
-        let (from, _from_inbox, _) = rooms.join("/r");
-        let (_, mut slow_inbox, slow_kick) = rooms.join("/r");
-        for _ in 0..2 {
-            rooms.publish("/r", from, &Message::text("x"));
+    fn metrics_are_prometheus_text_of_the_hub() {
+        let hub = Hub::new(HubConfig::default());
+        let mut a = hub.subscriber();
+        let mut b = hub.subscriber();
+        a.subscribe("/room/x");
+        b.subscribe("/room/x");
+        a.publish("/room/x", sockeye::Message::text("hi"));
+        let response = metrics_response(&hub);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let body = String::from_utf8(response.into_body()).unwrap();
+        for line in [
+            "sockeye_connections 2",
+            "sockeye_subscriptions 2",
+            "sockeye_messages_in_total 1",
+            "sockeye_messages_out_total 1",
+            "sockeye_backplane_up 1",
+            "# TYPE sockeye_dropped_total counter",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} in {body}");
         }
-        assert!(!slow_kick.is_cancelled());
-        rooms.publish("/r", from, &Message::text("x"));
-        assert!(slow_kick.is_cancelled());
-        assert_eq!(rooms.slow_disconnects.load(Ordering::Relaxed), 1);
-        assert_eq!(rooms.lock()["/r"].len(), 1, "the slow member left the room");
-        // What was queued before is still delivered, then the queue ends.
-        assert_eq!(slow_inbox.recv().await, Some(Message::text("x")));
-        assert_eq!(slow_inbox.recv().await, Some(Message::text("x")));
-        assert_eq!(slow_inbox.recv().await, None);
-
-        // By size: 10 bytes, though one larger message fits an empty queue.
-        let rooms = Rooms::new(100, 10);
-        let (from, _from_inbox, _) = rooms.join("/r");
-        let (_, mut inbox, kick) = rooms.join("/r");
-        rooms.publish("/r", from, &Message::binary(vec![0; 20]));
-        assert_eq!(inbox.queued_size.load(Ordering::Relaxed), 20);
-        assert_eq!(inbox.recv().await, Some(Message::binary(vec![0; 20])));
-        assert_eq!(inbox.queued_size.load(Ordering::Relaxed), 0);
-        rooms.publish("/r", from, &Message::binary(vec![0; 6]));
-        assert!(!kick.is_cancelled());
-        rooms.publish("/r", from, &Message::binary(vec![0; 6]));
-        assert!(kick.is_cancelled());
-        assert_eq!(drain(&mut inbox), vec![Message::binary(vec![0; 6])]);
     }
 
     #[test]

@@ -116,8 +116,9 @@ impl WebSocketUpgrade {
     /// return, and spawns a tokio task that waits for hyper to hand over the connection and then
     /// runs `callback` with it.
     ///
-    /// This is the one place besides [`Server::serve`](crate::Server::serve) where sockeye
-    /// spawns a task: axum handlers must return the response before the connection exists. If
+    /// Like [`Server::serve`](crate::Server::serve) and the [`WebSocket`](crate::WebSocket)
+    /// constructors, it spawns a task (so it must run inside a tokio runtime, as axum handlers
+    /// do): axum handlers must return the response before the connection exists. If
     /// the upgrade fails (the client left before the response was sent), the failure is logged
     /// at `debug` and `callback` is not called.
     pub fn on_upgrade<F, Fut>(self, callback: F) -> Response

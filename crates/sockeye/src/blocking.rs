@@ -43,17 +43,18 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::{
-    accept_response_with, parse_request, reject_response, requested_protocols, write_response,
-    ClientHandshake, ClientRequest,
+    parse_request, reject_response, write_response, ClientHandshake, ClientRequest,
 };
 use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
 };
 
-use crate::client::{resolve_redirect, WsUrl, BODY_QUIET, MAX_ERROR_BODY};
+use crate::client::{refusal_body_len, resolve_redirect, upgrade_request, WsUrl, BODY_QUIET};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, UrlError};
 use crate::mask::{nonce, OsMaskSource};
+use crate::server::{agree, Agreement};
+use crate::websocket::ReadyState;
 
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
 /// bound the handshake and the close handshake) and a half-close (to end the connection).
@@ -564,10 +565,10 @@ impl<S> WebSocket<S> {
         }
     }
 
-    /// The ready state, under the name of the browser's `WebSocket.readyState`; the same as
-    /// [`state`](Self::state).
-    pub fn ready_state(&self) -> State {
-        self.state()
+    /// The ready state as the browser's `WebSocket.readyState` reports it, the same type as
+    /// [`crate::WebSocket::ready_state`]: [`state`](Self::state) in the browser's terms.
+    pub fn ready_state(&self) -> ReadyState {
+        self.state().into()
     }
 
     /// The subprotocol agreed in the opening handshake (the browser's `WebSocket.protocol`).
@@ -675,13 +676,11 @@ pub fn accept_with_config<S: Socket>(
         }
         Err(other) => return Err(other),
     };
-    let protocols = requested_protocols(&request);
-    let protocol = protocols
-        .iter()
-        .find(|p| config.protocols.contains(p))
-        .cloned();
-    let (response, deflate) =
-        accept_response_with(&request, config.deflate.as_ref(), protocol.as_deref());
+    let Agreement {
+        response,
+        deflate,
+        protocol,
+    } = agree(&request, &config);
     let mut out = Vec::new();
     write_response(&response, b"", &mut out);
     arm(&io, deadline)?;
@@ -845,16 +844,7 @@ fn connect_once(url: &WsUrl, config: &WebSocketConfig) -> Result<Attempt, Error>
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone())
-        .protocols(config.protocols.iter().cloned())?;
-    if let Some(deflate) = &config.deflate {
-        request = request.deflate(deflate.clone());
-    }
-    if let Some(auth) = &url.authorization {
-        if let Ok(value) = http::HeaderValue::from_str(auth) {
-            request = request.header(http::header::AUTHORIZATION, value);
-        }
-    }
+    let request = upgrade_request(url, config)?;
     handshake(io, &request, config, deadline)
 }
 
@@ -979,13 +969,7 @@ fn read_body(
     mut body: Vec<u8>,
     deadline: Instant,
 ) -> Vec<u8> {
-    let wanted = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(MAX_ERROR_BODY)
-        .min(MAX_ERROR_BODY);
+    let wanted = refusal_body_len(response);
     let mut chunk = [0u8; 4096];
     while body.len() < wanted {
         let left = deadline.saturating_duration_since(Instant::now());

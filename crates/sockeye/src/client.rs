@@ -113,22 +113,61 @@ pub(crate) fn basic_credentials(user_pass: &[u8]) -> String {
     )
 }
 
-pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
+/// Decodes the `%XX` escapes of a URL component
+/// ([RFC 3986 §2.1](https://www.rfc-editor.org/rfc/rfc3986#section-2.1)): user information,
+/// a path. `None` when a `%` is not followed by exactly two hexadecimal digits.
+///
+/// ```
+/// assert_eq!(sockeye::percent_decode("a%20b%2F").as_deref(), Some(&b"a b/"[..]));
+/// assert_eq!(sockeye::percent_decode("%+1"), None);
+/// ```
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+    while let Some(&byte) = bytes.get(i) {
+        if byte == b'%' {
+            let [high, low] = *bytes.get(i + 1..i + 3)? else {
+                return None;
+            };
+            // Two hex digits exactly: `u8::from_str_radix` alone would also take a sign ("%+1").
+            out.push(hex_value(high)? << 4 | hex_value(low)?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(byte);
             i += 1;
         }
     }
     Some(out)
+}
+
+/// The value of one hexadecimal digit.
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The upgrade request for `url`: the subprotocols and permessage-deflate offer of `config`,
+/// and `Authorization` from the URL's credentials.
+pub(crate) fn upgrade_request(
+    url: &WsUrl,
+    config: &WebSocketConfig,
+) -> Result<ClientRequest, Error> {
+    let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone())
+        .protocols(config.protocols.iter().cloned())?;
+    if let Some(deflate) = &config.deflate {
+        request = request.deflate(deflate.clone());
+    }
+    if let Some(auth) = &url.authorization {
+        if let Ok(value) = http::HeaderValue::from_str(auth) {
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+    }
+    Ok(request)
 }
 
 /// The transport of client connections: TCP, or TLS over TCP for `wss://`.
@@ -301,16 +340,7 @@ impl ClientBuilder {
             } else {
                 MaybeTlsStream::Plain(tcp)
             };
-            let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone())
-                .protocols(config.protocols.iter().cloned())?;
-            if let Some(deflate) = &config.deflate {
-                request = request.deflate(deflate.clone());
-            }
-            if let Some(auth) = &url.authorization {
-                if let Ok(value) = http::HeaderValue::from_str(auth) {
-                    request = request.header(http::header::AUTHORIZATION, value);
-                }
-            }
+            let mut request = upgrade_request(url, config)?;
             for (name, value) in &self.headers {
                 request = request.header(name.clone(), value.clone());
             }
@@ -415,6 +445,18 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// How much of a refusal's body to read: its `Content-Length`, or [`MAX_ERROR_BODY`] without
+/// one, and never more than [`MAX_ERROR_BODY`].
+pub(crate) fn refusal_body_len(response: &Response<()>) -> usize {
+    response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_ERROR_BODY)
+        .min(MAX_ERROR_BODY)
+}
+
 /// Reads the body of a refusal: `Content-Length` bytes, or until the end, at most
 /// [`MAX_ERROR_BODY`]; whatever arrived once the peer pauses for [`BODY_QUIET`]. Chunked
 /// bodies are kept as they came (not decoded).
@@ -423,13 +465,7 @@ async fn read_body<S: AsyncRead + Unpin>(
     response: &Response<()>,
     mut body: Vec<u8>,
 ) -> Vec<u8> {
-    let wanted = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(MAX_ERROR_BODY)
-        .min(MAX_ERROR_BODY);
+    let wanted = refusal_body_len(response);
     // A body without a length on a connection kept open (chunked, keep-alive) has no end we
     // can see: stop after a short quiet spell so the status is reported, not a timeout.
     while body.len() < wanted {
@@ -465,6 +501,24 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decode_takes_exactly_two_hex_digits() {
+        assert_eq!(
+            percent_decode("/a%2e%2E/b%7e").as_deref(),
+            Some(&b"/a../b~"[..])
+        );
+        assert_eq!(percent_decode("%00%ff").as_deref(), Some(&[0, 255][..]));
+        // `from_str_radix` accepts a sign: "%+1" and "%-0" once decoded to 1 and 0.
+        for bad in ["%", "%2", "%zz", "%+1", "%-0", "%+f", "% 1", "%1g", "a%é"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        }
+        // The same rule for credentials in a URL.
+        assert_eq!(
+            WsUrl::parse("ws://us%+1er:pw@example.com/").unwrap_err(),
+            UrlError::Malformed
+        );
+    }
 
     #[test]
     fn parses_urls() {

@@ -32,6 +32,11 @@ pub enum Error {
     /// [`WebSocketStream::try_send`](crate::WebSocketStream::try_send) found the outgoing
     /// buffer above its high-water mark; nothing was queued.
     QueueFull,
+    /// The operation is not allowed in the connection's current ready state: e.g.
+    /// [`WebSocket::send`](crate::WebSocket::send) while still
+    /// [`Connecting`](crate::ReadyState::Connecting) (the WHATWG standard's
+    /// `InvalidStateError`). Nothing was sent; the connection is unchanged.
+    InvalidState,
     /// TLS failed: a certificate the client does not trust (the source names the reason,
     /// e.g. `UnknownIssuer`, `NotValidForName`), malformed PEM, a handshake failure.
     Tls(Box<dyn std::error::Error + Send + Sync>),
@@ -61,6 +66,7 @@ impl fmt::Display for Error {
             Self::KeepaliveTimeout => f.write_str("keepalive timeout: no answer to ping"),
             Self::WriteTimeout => f.write_str("write timeout: peer stopped reading"),
             Self::QueueFull => f.write_str("outgoing queue is full"),
+            Self::InvalidState => f.write_str("not allowed in the current ready state"),
             Self::Tls(_) => f.write_str("tls error"),
             Self::Http(response) => write!(f, "server answered http {}", response.status()),
             Self::TooManyRedirects => f.write_str("too many redirects"),
@@ -85,7 +91,8 @@ impl std::error::Error for Error {
             | Self::AbnormalClosure
             | Self::KeepaliveTimeout
             | Self::WriteTimeout
-            | Self::QueueFull => None,
+            | Self::QueueFull
+            | Self::InvalidState => None,
         }
     }
 }

@@ -4,12 +4,32 @@
 //! over a tokio transport, runs its timers and adapts it to [`futures_core::Stream`] and
 //! [`futures_sink::Sink`].
 //!
+//! # Quick start
+//!
+//! One connection type, three styles, plus an existing axum server. Every style takes the
+//! same [`WebSocketConfig`] (limits, timeouts, compression, queue sizes) and speaks in
+//! [`Message`]s.
+//!
+//! | style | client | server |
+//! |---|---|---|
+//! | async `Stream` + `Sink` | [`connect`], [`ClientBuilder`] → [`WebSocketStream`] | [`Server::serve`], [`accept`] |
+//! | handlers / events, browser-shaped | [`WebSocket::new`], [`WebSocket::builder`] | [`Server::on_connection`] |
+//! | blocking, no runtime | [`blocking::connect`] | [`blocking::accept`] |
+//! | hyper / axum (features `hyper`, `axum`) | | `upgrade::upgrade`, `axum::WebSocketUpgrade` |
+//!
+//! [`WebSocket`] follows the browser's `WebSocket` member by member: see the
+//! [browser-parity table](websocket#the-browser-interface-member-by-member).
+//!
+//! ## Async stream
+//!
+//! A client that sends one message and prints the replies:
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), sockeye::Error> {
 //! use futures_util::{SinkExt, StreamExt};
 //! use sockeye::{CloseCode, Message};
 //!
-//! let (mut ws, _) = sockeye::connect("ws://127.0.0.1:9001/").await?;
+//! let (mut ws, _response) = sockeye::connect("ws://127.0.0.1:9001/").await?;
 //! ws.send(Message::text("hello")).await?;
 //! while let Some(message) = ws.next().await {
 //!     match message? {
@@ -23,6 +43,129 @@
 //! # Ok(()) }
 //! ```
 //!
+//! An echo server, one task per connection ([`WebSocketStream::split`] gives owned halves for
+//! two tasks):
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use futures_util::{SinkExt, StreamExt};
+//!
+//! let server = sockeye::Server::bind("127.0.0.1:9001").await?;
+//! server
+//!     .serve(|mut ws, _request| async move {
+//!         while let Some(Ok(message)) = ws.next().await {
+//!             if message.is_data() && ws.send(message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! ## Handlers and events
+//!
+//! The browser's model: the handle returns at once, the connection runs in its own task and
+//! reports [`Event`]s, to `on_*` handlers or to [`WebSocket::next_event`]. This example runs:
+//! a server on a free loopback port echoes through [`Server::on_connection`], a client with
+//! handlers talks to it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use sockeye::{Event, Message, Server, WebSocket};
+//!
+//! let server = Server::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/chat", server.local_addr()?);
+//! tokio::spawn(server.on_connection(|ws, _request| async move {
+//!     while let Some(event) = ws.next_event().await {
+//!         if let Event::Message(message) = event {
+//!             let _ = ws.send_async(message).await; // waits while the queue is full
+//!         }
+//!     }
+//! }));
+//!
+//! let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+//! let mut done_tx = Some(done_tx);
+//! let ws = WebSocket::builder(&url)
+//!     .on_open(|ws| ws.send("hello").expect("open, queue not full"))
+//!     .on_message(|ws, message| {
+//!         assert_eq!(message, Message::text("hello"));
+//!         ws.close(Some(1000), Some("done")).expect("valid code and reason");
+//!     })
+//!     .on_close(move |_, close| {
+//!         if let Some(tx) = done_tx.take() {
+//!             let _ = tx.send((close.code, close.was_clean));
+//!         }
+//!     })
+//!     .connect()?;
+//! let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), done_rx).await??;
+//! assert_eq!(outcome, (1000, true));
+//! assert_eq!(ws.ready_state(), sockeye::ReadyState::Closed);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Blocking
+//!
+//! No runtime: each call blocks its thread ([`blocking`]).
+//!
+//! ```no_run
+//! # fn run() -> Result<(), sockeye::Error> {
+//! use std::net::TcpListener;
+//! use sockeye::{blocking, CloseCode, Message};
+//!
+//! // Client.
+//! let (mut ws, _response) = blocking::connect("ws://127.0.0.1:9001/")?;
+//! ws.send("hello")?;
+//! if let Message::Text(reply) = ws.read()? {
+//!     println!("{reply}");
+//! }
+//! ws.close(CloseCode::NORMAL, "bye")?;
+//!
+//! // Server: one thread per connection.
+//! let listener = TcpListener::bind("127.0.0.1:9002")?;
+//! for tcp in listener.incoming() {
+//!     std::thread::spawn(move || -> Result<(), sockeye::Error> {
+//!         let mut ws = blocking::accept(tcp?)?;
+//!         loop {
+//!             let message = ws.read()?;
+//!             ws.send(message)?;
+//!         }
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## axum
+//!
+//! With the `axum` feature, a WebSocket route beside ordinary routes, on one port:
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::response::Response;
+//! use axum::routing::get;
+//! use futures_util::{SinkExt, StreamExt};
+//! use sockeye::axum::WebSocketUpgrade;
+//!
+//! async fn ws_route(upgrade: WebSocketUpgrade) -> Response {
+//!     upgrade.on_upgrade(|mut ws| async move {
+//!         while let Some(Ok(message)) = ws.next().await {
+//!             if message.is_data() && ws.send(message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     })
+//! }
+//!
+//! let app = axum::Router::new()
+//!     .route("/", get(|| async { "hello over http\n" }))
+//!     .route("/ws", get(ws_route));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
 //! # Cancel safety
 //!
 //! [`WebSocketStream::recv`] (like `StreamExt::next`) is cancel-safe: received messages stay
@@ -34,7 +177,9 @@
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
 //! connection by design, and `axum::WebSocketUpgrade::on_upgrade` (feature `axum`), which
 //! spawns the task that receives the upgraded connection, and the [`WebSocket`] constructors,
-//! which spawn the task that drives the connection, as a browser does. [`WebSocket::next_event`]
+//! which spawn the task that drives the connection, as a browser does. With feature `redis`,
+//! `hub::RedisBackplane` spawns its publishing and subscribing tasks when a [`hub::Hub`] is
+//! created with it. [`WebSocket::next_event`]
 //! is cancel-safe. [`ReconnectingClient::next_event`] is
 //! cancel-safe: the connect in progress, the backoff wait and undelivered events stay in the
 //! client.
@@ -50,6 +195,7 @@
 //! | client proxy | none; [`ProxyConfig::FromEnv`] reads `HTTPS_PROXY`… as curl (opt-in) |
 //! | [`ReconnectingClient`] backoff | 0.5 s, ×2, up to 30 s, ± 20 %, unlimited attempts |
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -57,6 +203,7 @@ pub mod blocking;
 mod client;
 mod config;
 mod error;
+pub mod hub;
 mod mask;
 mod proxy;
 mod reconnect;
@@ -70,7 +217,8 @@ pub mod upgrade;
 pub mod websocket;
 
 pub use client::{
-    client_handshake, connect, connect_with_config, ClientBuilder, ClientStream, WsUrl,
+    client_handshake, connect, connect_with_config, percent_decode, ClientBuilder, ClientStream,
+    WsUrl,
 };
 pub use config::WebSocketConfig;
 pub use error::{Error, ProxyError, UrlError};

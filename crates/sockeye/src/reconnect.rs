@@ -621,6 +621,7 @@ fn is_transient(error: &Error) -> bool {
         | Error::Send(_)
         | Error::Url(_)
         | Error::QueueFull
+        | Error::InvalidState
         | Error::Tls(_)
         | Error::TooManyRedirects => false,
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
+use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::{
     accept_response_with, parse_request, reject_response, requested_protocols, write_response,
     HandshakeError,
@@ -223,10 +224,7 @@ async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(refuse(&mut io, decision, timeout).await);
     }
     let protocols = requested_protocols(&request);
-    let default_protocol = protocols
-        .iter()
-        .find(|p| config.protocols.contains(p))
-        .cloned();
+    let default_protocol = select_protocol(&protocols, &config);
     let accept = match &hooks.on_handshake {
         None => Accept::with_protocol(default_protocol),
         Some(callback) => {
@@ -260,6 +258,41 @@ async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
         WebSocketStream::from_raw_negotiated(io, Role::Server, config, deflate, &buf[used..]);
     ws.set_protocol(protocol);
     Ok((ws, request))
+}
+
+/// The subprotocol selected by default: the first one the client `offered` (in its order) that
+/// [`WebSocketConfig::protocols`] lists. RFC 6455 §4.2.2: the server's choice "MUST be one of
+/// the values sent by the client".
+pub(crate) fn select_protocol(offered: &[String], config: &WebSocketConfig) -> Option<String> {
+    offered
+        .iter()
+        .find(|p| config.protocols.contains(p))
+        .cloned()
+}
+
+/// How a valid upgrade request is accepted without a handshake callback: what
+/// [`blocking::accept`](crate::blocking::accept) and `upgrade::upgrade` (feature `hyper`) answer.
+#[derive(Debug)]
+pub(crate) struct Agreement {
+    /// The `101 Switching Protocols` response.
+    pub(crate) response: http::Response<()>,
+    /// The permessage-deflate parameters agreed, if any.
+    pub(crate) deflate: Option<DeflateParams>,
+    /// The subprotocol selected ([`select_protocol`]).
+    pub(crate) protocol: Option<String>,
+}
+
+/// Accepts a valid upgrade `request` with `config`, as [`Server`] does without a handshake
+/// callback.
+pub(crate) fn agree(request: &Request<()>, config: &WebSocketConfig) -> Agreement {
+    let protocol = select_protocol(&requested_protocols(request), config);
+    let (response, deflate) =
+        accept_response_with(request, config.deflate.as_ref(), protocol.as_deref());
+    Agreement {
+        response,
+        deflate,
+        protocol,
+    }
 }
 
 /// Writes a refusal chosen by the origin policy or the handshake callback; returns the error

@@ -74,12 +74,13 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::{
-    accept_response_with, reject_response, requested_protocols, validate_request, HandshakeError,
+    reject_response, requested_protocols, validate_request, HandshakeError,
 };
 use sockeye_proto::Role;
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
+use crate::server::{agree, Agreement};
 use crate::stream::WebSocketStream;
 
 /// A WebSocket connection upgraded from a hyper server's HTTP/1.1 connection.
@@ -174,13 +175,13 @@ impl UpgradeRequest {
 
     /// Accepts the upgrade with `config`, as [`upgrade`] does.
     pub fn accept(self, config: WebSocketConfig) -> (Response<Full<Bytes>>, HyperUpgrade) {
-        // §4.2.2: the selected subprotocol must be one the client offered; we pick the first
-        // in the client's order that the configuration lists, as `Server` does.
-        let protocol = requested_protocols(&self.head)
-            .into_iter()
-            .find(|p| config.protocols.contains(p));
-        let (response, deflate) =
-            accept_response_with(&self.head, config.deflate.as_ref(), protocol.as_deref());
+        // The first subprotocol in the client's order that the configuration lists, as
+        // `Server` picks it.
+        let Agreement {
+            response,
+            deflate,
+            protocol,
+        } = agree(&self.head, &config);
         tracing::debug!(path = %self.head.uri(), ?protocol, "websocket upgrade accepted");
         let future = HyperUpgrade {
             on_upgrade: self.on_upgrade,

@@ -43,8 +43,7 @@
 //!
 //! - `send` after `close()` (or once the peer closed) fails with
 //!   [`Error::Send`]`(`[`SendError::Closed`]`)` instead of discarding the data silently; `send`
-//!   while connecting fails with [`Error::Io`] of kind [`NotConnected`](io::ErrorKind::NotConnected)
-//!   (the standard's `InvalidStateError`).
+//!   while connecting fails with [`Error::InvalidState`] (the standard's `InvalidStateError`).
 //! - The browser buffers without limit; sockeye accepts data while
 //!   [`buffered_amount`](WebSocket::buffered_amount) is below
 //!   [`WebSocketConfig::write_buffer_high_water`] (default 64 KiB) and at most
@@ -60,6 +59,12 @@
 //!   handlers lives until it is closed, as a browser `WebSocket` with listeners does.
 //! - A server-side `WebSocket` ([`Server::on_connection`], [`WebSocket::from_stream`]) starts
 //!   `Open`, still delivers [`Event::Open`] first, and has the same members.
+//! - A handler that panics (or an [`on_connection`](Server::on_connection) future that
+//!   panics) does not take the connection down silently: the panic is caught and logged, the
+//!   connection is closed with 1011 (internal error) and the remaining events are delivered;
+//!   a panic in `on_error` or `on_close` is caught and logged. If the task driving a
+//!   connection ends any other way (its runtime shuts down), the state still becomes
+//!   [`Closed`](ReadyState::Closed), so that no handle waits on a dead connection.
 //!
 //! # Cancel safety
 //!
@@ -69,6 +74,7 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,6 +82,7 @@ use std::task::{ready, Context, Poll};
 
 use futures_core::Stream;
 use futures_sink::Sink;
+use futures_util::FutureExt as _;
 use http::Request;
 use sockeye_proto::handshake::{ClientRequest, HandshakeError};
 use sockeye_proto::{CloseCode, CloseFrame, Initiator, Message, SendError, State};
@@ -218,6 +225,35 @@ impl Shared {
     fn buffered_amount(&self) -> usize {
         self.queued.load(Ordering::Acquire) + self.in_stream.load(Ordering::Acquire)
     }
+
+    /// Counts `len` more queued bytes if the buffered amount is below the high-water mark.
+    /// Check and count are one atomic step, so that senders racing on clones cannot all pass
+    /// the check before any of them counts: at most one message goes over the mark.
+    fn try_reserve(&self, len: usize) -> bool {
+        let mut queued = self.queued.load(Ordering::Acquire);
+        loop {
+            let buffered = queued.saturating_add(self.in_stream.load(Ordering::Acquire));
+            if buffered >= self.high_water {
+                return false;
+            }
+            match self.queued.compare_exchange_weak(
+                queued,
+                queued.saturating_add(len),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => queued = actual,
+            }
+        }
+    }
+
+    /// Gives back a reservation whose message was not queued, and wakes the senders that may
+    /// have seen it and gone waiting.
+    fn release(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+        self.room.notify_waiters();
+    }
 }
 
 /// What the handles send to the task besides data.
@@ -282,8 +318,10 @@ impl Handlers {
             && self.on_close.is_none()
     }
 
-    fn dispatch(&mut self, ws: &WebSocket, event: Event) {
-        match event {
+    /// Runs the handler of `event`; `Err(())` when it panicked (the panic is caught: the
+    /// connection task must survive it to close the connection and report the end).
+    fn dispatch(&mut self, ws: &WebSocket, event: Event) -> Result<(), ()> {
+        let call = AssertUnwindSafe(|| match event {
             Event::Open => {
                 if let Some(handler) = &mut self.on_open {
                     handler(ws);
@@ -304,7 +342,10 @@ impl Handlers {
                     handler(ws, close);
                 }
             }
-        }
+        });
+        std::panic::catch_unwind(call).map_err(|_| {
+            tracing::error!("websocket event handler panicked");
+        })
     }
 }
 
@@ -341,16 +382,18 @@ impl EventSink {
         Poll::Ready(())
     }
 
-    async fn emit(&mut self, event: Event) {
+    /// Delivers `event`; `Err(())` when its handler panicked.
+    async fn emit(&mut self, event: Event) -> Result<(), ()> {
         poll_fn(|cx| self.poll_ready(cx)).await;
         match self {
             Self::Queue(tx) => {
                 if tx.send_item(event).is_err() {
                     *self = Self::Discard;
                 }
+                Ok(())
             }
             Self::Handlers(handlers, ws) => handlers.dispatch(ws, event),
-            Self::Discard => {}
+            Self::Discard => Ok(()),
         }
     }
 }
@@ -361,6 +404,14 @@ struct Channels {
     data_rx: mpsc::Receiver<Message>,
     control_rx: mpsc::UnboundedReceiver<Control>,
     sink: EventSink,
+}
+
+impl Drop for Channels {
+    /// The task is over, whichever way it ended (a panic, a runtime shutting down, an aborted
+    /// server task): no handle may go on seeing a live connection, nor wait for room.
+    fn drop(&mut self) {
+        self.shared.advance(ReadyState::Closed);
+    }
 }
 
 impl WebSocket {
@@ -534,8 +585,8 @@ impl WebSocket {
     ///
     /// # Errors
     ///
-    /// - [`Error::Io`] of kind [`NotConnected`](io::ErrorKind::NotConnected) while
-    ///   [`Connecting`](ReadyState::Connecting) (the standard's `InvalidStateError`);
+    /// - [`Error::InvalidState`] while [`Connecting`](ReadyState::Connecting) (the standard's
+    ///   `InvalidStateError`);
     /// - [`Error::Send`]`(`[`SendError::Closed`]`)` once closing or closed;
     /// - [`Error::QueueFull`] when [`buffered_amount`](Self::buffered_amount) is at least
     ///   [`WebSocketConfig::write_buffer_high_water`] or [`MAX_QUEUED_MESSAGES`] messages wait:
@@ -547,15 +598,14 @@ impl WebSocket {
         }
         self.check_open()?;
         let shared = &self.handle.shared;
-        if shared.buffered_amount() >= shared.high_water {
+        let len = message.as_payload().len();
+        if !shared.try_reserve(len) {
             return Err(Error::QueueFull);
         }
-        let len = message.as_payload().len();
-        shared.queued.fetch_add(len, Ordering::AcqRel);
         match self.handle.data_tx.try_send(message) {
             Ok(()) => Ok(()),
             Err(full_or_closed) => {
-                shared.queued.fetch_sub(len, Ordering::AcqRel);
+                shared.release(len);
                 Err(match full_or_closed {
                     TrySendError::Full(_) => Error::QueueFull,
                     TrySendError::Closed(_) => Error::Send(SendError::Closed),
@@ -584,6 +634,8 @@ impl WebSocket {
             room.as_mut().enable();
             self.check_open()?;
             if shared.buffered_amount() < shared.high_water {
+                // A slot in the queue first, then the bytes: both are taken without an await
+                // in between, so a cancelled call holds nothing.
                 let permit = self
                     .handle
                     .data_tx
@@ -591,11 +643,10 @@ impl WebSocket {
                     .await
                     .map_err(|_| Error::Send(SendError::Closed))?;
                 self.check_open()?;
-                shared
-                    .queued
-                    .fetch_add(message.as_payload().len(), Ordering::AcqRel);
-                permit.send(message);
-                return Ok(());
+                if shared.try_reserve(message.as_payload().len()) {
+                    permit.send(message);
+                    return Ok(());
+                }
             }
             room.await;
         }
@@ -646,38 +697,13 @@ impl WebSocket {
     }
 
     fn start_closing(&self, code: CloseCode, reason: String) {
-        let shared = &self.handle.shared;
-        let mut current = shared.state.load(Ordering::Acquire);
-        loop {
-            let control = match ReadyState::from_u8(current) {
-                ReadyState::Connecting => Control::Abort,
-                ReadyState::Open => Control::Close(code, reason.clone()),
-                ReadyState::Closing | ReadyState::Closed => return,
-            };
-            match shared.state.compare_exchange(
-                current,
-                ReadyState::Closing as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    // The task may be gone already (it then reports Closed soon).
-                    let _ = self.handle.control_tx.send(control);
-                    shared.room.notify_waiters();
-                    return;
-                }
-                Err(actual) => current = actual,
-            }
-        }
+        start_closing(&self.handle.shared, &self.handle.control_tx, code, reason);
     }
 
     fn check_open(&self) -> Result<(), Error> {
         match self.ready_state() {
             ReadyState::Open => Ok(()),
-            ReadyState::Connecting => Err(Error::Io(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "websocket is still connecting",
-            ))),
+            ReadyState::Connecting => Err(Error::InvalidState),
             ReadyState::Closing | ReadyState::Closed => Err(SendError::Closed.into()),
         }
     }
@@ -691,6 +717,45 @@ impl WebSocket {
     pub async fn next_event(&self) -> Option<Event> {
         self.handle.events.lock().await.recv().await
     }
+}
+
+/// Moves the state to Closing and asks the task to close (or, while connecting, to fail the
+/// connection); does nothing once closing or closed.
+fn start_closing(
+    shared: &Shared,
+    control_tx: &mpsc::UnboundedSender<Control>,
+    code: CloseCode,
+    reason: String,
+) {
+    let mut current = shared.state.load(Ordering::Acquire);
+    loop {
+        let control = match ReadyState::from_u8(current) {
+            ReadyState::Connecting => Control::Abort,
+            ReadyState::Open => Control::Close(code, reason.clone()),
+            ReadyState::Closing | ReadyState::Closed => return,
+        };
+        match shared.state.compare_exchange(
+            current,
+            ReadyState::Closing as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                // The task may be gone already (it then reports Closed soon).
+                let _ = control_tx.send(control);
+                shared.room.notify_waiters();
+                return;
+            }
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// A user handler panicked: the connection task survives it to close with 1011 (no reason:
+/// panic messages may be security-sensitive) and to report the end to every handle.
+fn handler_panicked(shared: &Shared, control_tx: &mpsc::UnboundedSender<Control>) {
+    tracing::error!("websocket connection handler panicked");
+    start_closing(shared, control_tx, CloseCode::INTERNAL_ERROR, String::new());
 }
 
 /// Builds a client [`WebSocket`]: subprotocols, settings, headers, handlers.
@@ -780,7 +845,8 @@ impl WebSocketBuilder {
 
     /// `onmessage`: runs on the connection task for each text or binary message. It may call
     /// [`WebSocket::send`] and [`WebSocket::close`] (they never wait); while it runs, nothing is
-    /// read.
+    /// read. If it (or `on_open`) panics, the panic is caught and logged and the connection is
+    /// closed with 1011; `on_close` still runs.
     #[must_use]
     pub fn on_message(mut self, handler: impl FnMut(&WebSocket, Message) + Send + 'static) -> Self {
         self.handlers.on_message = Some(Box::new(handler));
@@ -893,8 +959,9 @@ async fn run_client(client: ClientBuilder, mut channels: Channels) {
             // WHATWG WebSockets, "fail the WebSocket connection": readyState becomes CLOSED,
             // then an error event, then a close event with code 1006.
             shared.advance(ReadyState::Closed);
-            channels.sink.emit(Event::Error(error)).await;
-            channels
+            // A panicking handler is logged by `emit`; nothing is left to close.
+            let _ = channels.sink.emit(Event::Error(error)).await;
+            let _ = channels
                 .sink
                 .emit(Event::Close(CloseEvent::abnormal()))
                 .await;
@@ -923,12 +990,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     async fn run(mut self) {
-        self.channels.sink.emit(Event::Open).await;
+        if self.channels.sink.emit(Event::Open).await.is_err() {
+            self.start_close(CloseCode::INTERNAL_ERROR, "");
+        }
         let mut error = None;
         loop {
             match poll_fn(|cx| self.poll_step(cx)).await {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    self.channels.sink.emit(Event::Message(message)).await;
+                    let delivered = self.channels.sink.emit(Event::Message(message)).await;
+                    if delivered.is_err() {
+                        // python-websockets closes with 1011 when a handler raises; the
+                        // reason stays empty: panic messages may be security-sensitive.
+                        self.start_close(CloseCode::INTERNAL_ERROR, "");
+                    }
                 }
                 Some(Ok(Message::Close(_))) => self.channels.shared.advance(ReadyState::Closing),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -964,10 +1038,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // CLOSED, then an error event if the connection failed, then the close event.
         shared.advance(ReadyState::Closed);
         // The abnormal end is reported by the error event; a clean close has none.
+        // A panic in these last handlers is logged by `emit`: the connection is already over.
         if let Some(error) = error {
-            self.channels.sink.emit(Event::Error(error)).await;
+            let _ = self.channels.sink.emit(Event::Error(error)).await;
         }
-        self.channels.sink.emit(Event::Close(close)).await;
+        let _ = self.channels.sink.emit(Event::Close(close)).await;
     }
 
     /// Hands queued messages to the stream, then reads once an event can be delivered.
@@ -985,6 +1060,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         loop {
             if let Some(message) = self.pending.take() {
                 let len = message.as_payload().len();
+                let shared = &self.channels.shared;
                 match Pin::new(&mut self.stream).poll_ready(cx) {
                     Poll::Pending => {
                         self.pending = Some(message);
@@ -994,14 +1070,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         // Counted in the stream before leaving the queue, so that
                         // `buffered_amount` never dips while the message moves.
                         Ok(()) => {
-                            let shared = &self.channels.shared;
                             shared.in_stream.fetch_add(len, Ordering::AcqRel);
+                            shared.queued.fetch_sub(len, Ordering::AcqRel);
                         }
-                        Err(e) => tracing::debug!(error = %e, "queued message dropped"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "queued message dropped");
+                            shared.release(len);
+                        }
                     },
-                    Poll::Ready(Err(e)) => tracing::debug!(error = %e, "queued message dropped"),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "queued message dropped");
+                        shared.release(len);
+                    }
                 }
-                self.channels.shared.queued.fetch_sub(len, Ordering::AcqRel);
                 continue;
             }
             if !self.orphaned {
@@ -1011,11 +1092,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         continue;
                     }
                     Poll::Ready(None) => {
-                        // Every handle is gone: close as a browser does when a `WebSocket`
-                        // is garbage-collected.
                         self.orphaned = true;
                         self.channels.sink = EventSink::Discard;
-                        self.start_close(CloseCode::GOING_AWAY, "");
+                        continue;
                     }
                     Poll::Pending => {}
                 }
@@ -1031,6 +1110,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Poll::Ready(None) | Poll::Pending => {}
             }
+            if self.orphaned {
+                // Every handle is gone: close as a browser does when a `WebSocket` is
+                // garbage-collected, unless a close was asked for before the last handle went
+                // (1011 after a panicking `on_connection` future).
+                self.start_close(CloseCode::GOING_AWAY, "");
+            }
             break;
         }
         if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
@@ -1039,8 +1124,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.publish();
     }
 
+    /// Sends a close frame, unless one was sent or received already.
     fn start_close(&mut self, code: CloseCode, reason: &str) {
         self.channels.shared.advance(ReadyState::Closing);
+        if self.stream.state() != State::Open {
+            return;
+        }
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -1070,7 +1159,9 @@ impl Server {
     /// [`Open`](ReadyState::Open); [`url`](WebSocket::url) is the request URI) with its
     /// upgrade request. The connection is driven on the server's task for it, alongside the
     /// handler's future: [`serve_with_shutdown`](Self::serve_with_shutdown)'s graceful
-    /// shutdown covers it. A connection whose handles are all dropped is closed with 1001.
+    /// shutdown covers it. A connection whose handles are all dropped is closed with 1001; if
+    /// the handler's future panics, the panic is caught and logged and the connection closed
+    /// with 1011.
     ///
     /// ```no_run
     /// # async fn run() -> std::io::Result<()> {
@@ -1119,7 +1210,26 @@ impl Server {
         self.serve_with_shutdown(
             move |stream, request| {
                 let (ws, driver) = WebSocket::attach(stream, request.uri().to_string());
-                let user = handler(ws, request);
+                let shared = ws.handle.shared.clone();
+                let control_tx = ws.handle.control_tx.clone();
+                // The handler may panic while making its future, or while it runs.
+                let user = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ws, request)))
+                {
+                    Ok(user) => Some(AssertUnwindSafe(user).catch_unwind()),
+                    Err(_) => {
+                        // Asked for before the driver first runs, so that it is not taken for
+                        // a handler that dropped its handles (1001).
+                        handler_panicked(&shared, &control_tx);
+                        None
+                    }
+                };
+                let user = async move {
+                    if let Some(user) = user {
+                        if user.await.is_err() {
+                            handler_panicked(&shared, &control_tx);
+                        }
+                    }
+                };
                 async move {
                     tokio::join!(driver, user);
                 }
@@ -1204,15 +1314,38 @@ mod tests {
         assert_eq!(ws.buffered_amount(), 61);
     }
 
+    #[test]
+    fn racing_senders_go_over_the_high_water_mark_by_one_message_at_most() {
+        let (ws, _channels) =
+            WebSocket::make("/".into(), ReadyState::Open, 100, Handlers::default());
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let senders: Vec<_> = (0..8)
+            .map(|_| {
+                let (ws, start) = (ws.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    ws.send(vec![0u8; 60]).is_ok()
+                })
+            })
+            .collect();
+        let accepted = senders
+            .into_iter()
+            .map(|sender| sender.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        // 0 < 100: accepted; 60 < 100: accepted; 120: full, whatever the interleaving.
+        assert_eq!(accepted, 2);
+        assert_eq!(ws.buffered_amount(), 120);
+    }
+
     #[tokio::test]
     async fn send_fails_while_connecting() {
         let (ws, _channels) =
             WebSocket::make("/".into(), ReadyState::Connecting, 100, Handlers::default());
         let err = ws.send("early").unwrap_err();
-        assert!(
-            matches!(&err, Error::Io(e) if e.kind() == io::ErrorKind::NotConnected),
-            "{err:?}"
-        );
+        assert!(matches!(err, Error::InvalidState), "{err:?}");
+        let err = ws.send_async("early").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidState), "{err:?}");
         assert_eq!(ws.buffered_amount(), 0);
     }
 }

@@ -100,15 +100,13 @@ fn bounded(ws: ClientWebSocket) -> ClientWebSocket {
     ws
 }
 
-/// Sends `message` and reads the reply.
-fn echo(ws: &mut ClientWebSocket, message: Message) -> Message {
-    ws.send(message).expect("send");
-    ws.read().expect("read")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_client_echoes_with_the_async_server() {
-    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
+/// An async `Server` on a free loopback port that echoes data messages and reports how each
+/// connection ended.
+async fn reporting_echo_server() -> (
+    Serving,
+    tokio::sync::mpsc::UnboundedReceiver<Option<Closed>>,
+) {
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
     let server = Server::bind("127.0.0.1:0").await.expect("bind");
     let serving = serve_in_background(server, move |mut ws, _request| {
         let report_tx = report_tx.clone();
@@ -121,13 +119,25 @@ async fn blocking_client_echoes_with_the_async_server() {
             let _ = report_tx.send(ws.close_info().cloned());
         }
     });
+    (serving, report_rx)
+}
+
+/// Sends `message` and reads the reply.
+fn echo(ws: &mut ClientWebSocket, message: Message) -> Message {
+    ws.send(message).expect("send");
+    ws.read().expect("read")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_client_echoes_with_the_async_server() {
+    let (serving, mut report_rx) = reporting_echo_server().await;
     let url = format!("ws://{}/chat", serving.addr);
     let client_closed = off_thread("blocking client", move || {
         let (ws, response) = blocking::connect(&url).expect("connect");
         let mut ws = bounded(ws);
         assert_eq!(response.status(), 101);
         assert_eq!(ws.state(), State::Open);
-        assert_eq!(ws.ready_state(), State::Open);
+        assert_eq!(ws.ready_state(), sockeye::ReadyState::Open);
         assert_eq!(ws.protocol(), None);
         assert_eq!(ws.extensions(), "");
         assert!(!ws.get_ref().is_tls());
@@ -137,6 +147,7 @@ async fn blocking_client_echoes_with_the_async_server() {
         assert_eq!(ws.buffered_amount(), 0);
         ws.close(CloseCode::NORMAL, "bye").expect("close");
         assert_eq!(ws.state(), State::Closed);
+        assert_eq!(ws.ready_state(), sockeye::ReadyState::Closed);
         // After the close handshake: errors saying the connection is closed.
         assert!(matches!(ws.read(), Err(Error::Send(SendError::Closed))));
         assert!(matches!(
@@ -740,19 +751,7 @@ async fn the_blocking_client_example_echoes_its_arguments() {
     let binary = tokio::task::spawn_blocking(|| example_binary("blocking_client", ""))
         .await
         .expect("build the example");
-    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
-    let server = Server::bind("127.0.0.1:0").await.expect("bind");
-    let serving = serve_in_background(server, move |mut ws, _request| {
-        let report_tx = report_tx.clone();
-        async move {
-            while let Some(Ok(message)) = ws.next().await {
-                if message.is_data() && ws.send(message).await.is_err() {
-                    break;
-                }
-            }
-            let _ = report_tx.send(ws.close_info().cloned());
-        }
-    });
+    let (serving, mut report_rx) = reporting_echo_server().await;
     let url = format!("ws://{}/", serving.addr);
     let example = binary.clone();
     let output = off_thread("run the example", move || {

@@ -431,3 +431,30 @@ async fn axum_app_example_serves_page_health_and_echo() {
         .await
         .expect("clean close");
 }
+
+#[tokio::test]
+async fn a_frame_sent_with_the_request_head_is_not_lost() {
+    // hyper may read past the request head; `upgrade`'s docs promise those bytes reach the
+    // WebSocket. A client that pipelines its first frame after the head checks the promise.
+    let addr = serve_app(echo_app()).await;
+    let good = upgrade_request("").replace("GET /chat ", "GET /ws ");
+    let mut bytes = good.into_bytes();
+    bytes.extend(common::frame(
+        true,
+        common::TEXT,
+        b"pipelined",
+        Some([9, 8, 7, 6]),
+    ));
+    let tcp = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let mut peer = RawPeer::new(tcp, Some([1, 2, 3, 4]));
+    peer.write(&bytes).await;
+    let head = within("101", peer.read_head()).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let frame = within("echo", peer.read_frame()).await.expect("a frame");
+    assert_eq!(
+        (frame.opcode, frame.payload.as_slice()),
+        (common::TEXT, &b"pipelined"[..])
+    );
+}
