@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The `sockeye serve` chat demo page in a real browser: headless Chromium driven by
-# playwright-core (interop/browser/demo.test.mjs). Three pages, two rooms: messages go both ways
+# playwright-core (interop/browser/demo.test.mjs). Four pages, two rooms: messages go both ways
 # within a room and never across; after the server is killed every page shows the disconnected
 # state, and after it is restarted on the same port every page reconnects by itself and chats
-# again. Screenshot: target/browser/demo.png.
+# again. Screenshot: target/browser/demo.png. Then interop/browser/h2.test.mjs: the page over
+# HTTPS with `serve --http2`, whose WebSockets must be opened over HTTP/2.
 #
 #   scripts/browser.sh
 #
@@ -49,3 +50,7 @@ cargo build -p sockeye-cli --locked --quiet
 say "$(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
 SOCKEYE_BIN=$ROOT/target/debug/sockeye CHROMIUM=/usr/bin/chromium \
     timeout --kill-after=10 "$TEST_TIMEOUT" node "$DIR/demo.test.mjs"
+# The same page over HTTPS with HTTP/2: its WebSockets use extended CONNECT (RFC 8441), as the
+# server's access log must show (certificate made with openssl at test time).
+SOCKEYE_BIN=$ROOT/target/debug/sockeye CHROMIUM=/usr/bin/chromium \
+    timeout --kill-after=10 "$TEST_TIMEOUT" node "$DIR/h2.test.mjs"

@@ -23,6 +23,9 @@ if cargo tree -p sockeye-proto -e normal --prefix none | grep -Ei '^(tokio|futur
     echo "sockeye-proto must stay sans-I/O"; exit 1
 fi
 
+step "test set-up: Debian's redis-server for the multi-node tests (scripts/redis.sh)"
+eval "$(scripts/redis.sh)"
+
 step "tests (unit, property, integration, doc)"
 SOCKEYE_SOAK_SECS=5 SOCKEYE_SOAK_CONCURRENCY=200 cargo test --workspace --all-features --locked
 

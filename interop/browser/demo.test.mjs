@@ -126,18 +126,22 @@ async function waitMessage(client, from, text) {
   }
 }
 
-/** A1 and A2 exchange one message each way; B must not see them. */
-async function chat(a1, a2, b, round) {
+/**
+ * A1 and A2 exchange one message each way; B must not see them. B2, in B's room, then says
+ * something to B: a connection delivers in order, so had the server leaked room alpha's
+ * messages to B, B would show them before B2's (no fixed wait that a slow machine outlasts).
+ */
+async function chat(a1, a2, b, b2, round) {
   const hello = `hello from A1, round ${round} <b>not bold</b>`;
   const reply = `reply from A2, round ${round} & "quotes"`;
   await say(a1, hello);
   await waitMessage(a2, "A1", hello);
   await say(a2, reply);
   await waitMessage(a1, "A2", reply);
-  // The server queues a message for every member of the room at once, so B would have it by
-  // now; give a wrongly delivered frame a moment to be drawn anyway.
-  await b.page.waitForTimeout(300);
-  const leaked = await remoteMessages(b);
+  const sentinel = `B2 to B, round ${round}`;
+  await say(b2, sentinel);
+  await waitMessage(b, "B2", sentinel);
+  const leaked = (await remoteMessages(b)).filter((line) => !line.startsWith("B2:"));
   if (leaked.length > 0) fail(`B (room beta) received room alpha's messages: ${JSON.stringify(leaked)}`);
   const bold = await a2.page.$$eval("#messages b", (found) => found.length);
   if (bold !== 0) fail("a message was rendered as HTML");
@@ -145,7 +149,7 @@ async function chat(a1, a2, b, round) {
     const own = await client.page.$$eval("#messages li.mine", (items) => items.length);
     if (own !== round) fail(`${client.name} shows ${own} own messages, expected ${round}`);
   }
-  console.log(`browser: round ${round}: A1 <-> A2 delivered, B saw nothing`);
+  console.log(`browser: round ${round}: A1 <-> A2 delivered, B saw only B2's message`);
 }
 
 async function main() {
@@ -172,19 +176,21 @@ async function main() {
   const a1 = await openPage(context, port, "A1", "alpha");
   const a2 = await openPage(context, port, "A2", "alpha");
   const b = await openPage(context, port, "B", "beta");
-  for (const client of [a1, a2, b]) await waitState(client, "open", WAIT_MS);
-  console.log("browser: three pages connected");
-  await chat(a1, a2, b, 1);
+  const b2 = await openPage(context, port, "B2", "beta");
+  const pages = [a1, a2, b, b2];
+  for (const client of pages) await waitState(client, "open", WAIT_MS);
+  console.log("browser: four pages connected");
+  await chat(a1, a2, b, b2, 1);
 
   await killServer();
-  for (const client of [a1, a2, b]) await waitState(client, "disconnected", WAIT_MS);
+  for (const client of pages) await waitState(client, "disconnected", WAIT_MS);
   console.log("browser: server killed; every page shows the disconnected state");
   // Let the pages fail a few reconnection attempts while the server is down.
   await a1.page.waitForTimeout(1500);
   server = await startServer(port);
-  for (const client of [a1, a2, b]) await waitState(client, "open", RECONNECT_MS);
+  for (const client of pages) await waitState(client, "open", RECONNECT_MS);
   console.log("browser: server restarted on the same port; every page reconnected");
-  await chat(a1, a2, b, 2);
+  await chat(a1, a2, b, b2, 2);
 
   mkdirSync(dirname(SCREENSHOT), { recursive: true });
   await a1.page.screenshot({ path: SCREENSHOT });

@@ -2,37 +2,43 @@
 //!
 //! Opens `--connections` connections, keeps up to `--in-flight` messages of `--size` bytes
 //! outstanding on each (optionally paced to `--rate` messages per second in total), for
-//! `--duration` seconds or until `--messages` messages were sent, and reports throughput, the
-//! round-trip latency of every message (from queuing it to receiving its echo) as an HDR
-//! histogram, connections opened and failed, and errors by kind.
+//! `--duration` seconds or until `--messages` messages were sent (after an unmeasured
+//! `--warmup`), and reports throughput, the round-trip latency of every message (from queuing
+//! it, or with `--rate` from when the schedule meant to send it, to receiving its echo) in one
+//! HDR histogram for all connections, connections opened and failed, and errors by kind.
 //!
 //! Every echo is checked: its length, its type, and its first byte (which also catches echoes
 //! out of order); every [`FULL_CHECK_EVERY`]th echo is compared byte for byte.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
-use sockeye::{ClientStream, CloseCode, Message, WebSocketConfig};
+use sockeye::{ClientStream, CloseCode, Message};
 use tokio::time::Instant;
 
 use crate::connect::Exit;
+use crate::{chain, seconds};
 
 /// The exit statuses and the report, shown by `sockeye bench --help`.
 pub(crate) const EXIT_HELP: &str = "\
-Report: messages/s and MB/s count echoed messages (payload bytes, each way) over the run (the
-whole --duration, or until the last echo of --messages); latency is the round trip of every
-message, from queuing it to receiving its echo, from an HDR histogram (3 significant digits).
+Report: messages/s and MB/s count echoed messages (payload bytes, each way) over the run: the
+whole --duration, or until the last echo of --messages, both after --warmup (whose echoes are
+checked but not counted). Latency is the round trip of every message, from queuing it to
+receiving its echo, from an HDR histogram (1 us to 1 h, 3 significant digits). With --rate, a
+round trip starts when the schedule meant to send the message, not when it could be sent: the
+messages held up behind a stalled server count that wait (no coordinated omission).
+
+SIGINT (Ctrl-C) or SIGTERM stops the run early: the echoes outstanding are awaited, and the
+report covers the run until then (marked interrupted). A second one quits at once (status 130).
 
 Exit status:
   0  every connection opened and every echo came back intact
   1  a connection failed to open or broke, an echo was wrong or missing
-  2  bad usage (an invalid option or URL)";
+  2  bad usage (an invalid option or URL, an unusable --ca file)";
 
 /// Every this many echoes on a connection, the whole payload is compared (the others: length,
 /// type and first byte).
@@ -59,14 +65,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     in_flight: u32,
     /// Send for this many seconds (default 10 unless --messages is given).
-    #[arg(long, value_name = "SECS", conflicts_with = "messages")]
+    #[arg(long, value_name = "SECS", conflicts_with = "messages", value_parser = crate::positive)]
     duration: Option<f64>,
     /// Send this many messages in total, then stop.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
     /// Messages per second in total, spread over the connections; 0 = as fast as echoes come
     /// back.
-    #[arg(long, value_name = "MSGS_PER_SEC", default_value_t = 0.0)]
+    #[arg(long, value_name = "MSGS_PER_SEC", default_value_t = 0.0, value_parser = crate::non_negative)]
     rate: f64,
     /// Send text messages (ASCII) instead of binary ones.
     #[arg(long)]
@@ -74,11 +80,17 @@ pub(crate) struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Also trust the CA certificates in this PEM file for wss://.
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    ca: crate::CaFile,
+    /// Message limits, compression (--deflate) and timeouts, as for `sockeye serve`.
+    #[command(flatten)]
+    limits: crate::Limits,
+    /// Send for this many seconds first without measuring (connection buffers, the server's
+    /// caches and the CPU's clock settle); --duration and --messages count after it.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = crate::non_negative)]
+    warmup: f64,
     /// At the end, how many seconds to wait for the echoes still outstanding.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::non_negative)]
     drain_timeout: f64,
 }
 
@@ -89,11 +101,6 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `secs` as a duration, `None` for 0 or anything not finite and positive.
-fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
 /// What every connection does.
 #[derive(Debug)]
 struct Plan {
@@ -102,17 +109,40 @@ struct Plan {
     in_flight: usize,
     /// Time between two sends on one connection, when paced.
     interval: Option<Duration>,
+    /// The end of the warm-up: messages whose round trip starts earlier are not measured.
+    measure_from: Instant,
     deadline: Option<Instant>,
     drain_timeout: Duration,
 }
 
 /// State shared by the connections (all run on one thread).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Messages left to send with `--messages`.
     budget: Cell<Option<u64>>,
     /// Echoes received so far, for the progress bar.
     echoed: Cell<u64>,
+    /// Set by SIGINT or SIGTERM: stop sending, collect the echoes outstanding, report.
+    stop: tokio_util::sync::CancellationToken,
+    /// Round trips in microseconds, of every connection: one histogram (about 180 KB), not one
+    /// a connection, so that memory does not grow with `--connections`.
+    latency: RefCell<Histogram<u64>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            budget: Cell::new(None),
+            echoed: Cell::new(0),
+            stop: tokio_util::sync::CancellationToken::new(),
+            latency: RefCell::new(latency_histogram()),
+        }
+    }
+}
+
+/// An empty latency histogram: 1 us to [`MAX_LATENCY_US`], 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
 
 impl Shared {
@@ -134,11 +164,11 @@ impl Shared {
 struct Report {
     sent: u64,
     echoed: u64,
-    /// Round trips in microseconds.
-    latency: Histogram<u64>,
     errors: BTreeMap<String, u64>,
-    /// When the last echo arrived (or the connection gave up).
+    /// When the last measured echo arrived.
     finished: Option<Instant>,
+    /// A signal stopped the run early.
+    interrupted: bool,
 }
 
 impl Report {
@@ -146,10 +176,9 @@ impl Report {
         Self {
             sent: 0,
             echoed: 0,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("constant histogram bounds are valid"),
             errors: BTreeMap::new(),
             finished: None,
+            interrupted: false,
         }
     }
 
@@ -160,8 +189,6 @@ impl Report {
     fn merge(&mut self, other: Self) {
         self.sent += other.sent;
         self.echoed += other.echoed;
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.latency.add(&other.latency);
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_default() += count;
         }
@@ -176,17 +203,6 @@ fn payload(seq: u64, size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + ((start + i) % 26) as u8).collect()
 }
 
-/// `e` and its sources, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
-}
-
 /// Runs `sockeye bench` and prints its report.
 ///
 /// # Errors
@@ -194,20 +210,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// When the CA file cannot be used or no connection opened; [`Exit`] with status 1 (after the
 /// report) when any error was counted.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let mut config = WebSocketConfig::default()
-        .max_message_size(Some(args.size.max(MAX_SIZE)))
-        .max_frame_size(Some(args.size.max(MAX_SIZE)))
-        .close_timeout(Duration::from_secs(5));
-    if let Some(ca) = &args.ca {
-        let pem =
-            std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
-        config = config.tls_client(sockeye::tls::client_config(Some(&pem))?);
-    }
+    let config = args.limits.config().close_timeout(Duration::from_secs(5));
+    let config = match args.ca.apply(config) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("sockeye: {message}");
+            return Err(Exit(2).into());
+        }
+    };
     if let Err(e) = sockeye::WsUrl::parse(&args.url) {
         eprintln!("sockeye: invalid url {:?}: {e}", args.url);
         return Err(Exit(2).into());
     }
     let connections = args.connections as usize;
+    // Installed now: a signal while connecting or running stops the run, which still reports.
+    let interrupted = crate::termination();
 
     // Open every connection first; the clock starts once they are all settled.
     let attempts = futures_util::future::join_all((0..connections).map(|_| {
@@ -226,7 +243,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let opened = streams.len();
     if opened == 0 {
-        print_report(&args, &total, opened, Duration::ZERO);
+        print_report(&args, &total, &latency_histogram(), opened, Duration::ZERO);
         anyhow::bail!("no connection could be opened");
     }
 
@@ -236,12 +253,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(_)) => None,
     };
     let start = Instant::now();
+    let warmup = seconds(args.warmup).unwrap_or_default();
+    let measure_from = start + warmup;
     let plan = Plan {
         size: args.size,
         text: args.text,
         in_flight: args.in_flight as usize,
         interval: seconds(args.rate).map(|_| Duration::from_secs_f64(opened as f64 / args.rate)),
-        deadline: duration.map(|d| start + d),
+        measure_from,
+        deadline: duration.map(|d| measure_from + d),
         drain_timeout: seconds(args.drain_timeout).unwrap_or(Duration::from_secs(10)),
     };
     let shared = Shared::default();
@@ -249,7 +269,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = match (duration, args.messages) {
-            (Some(d), _) => indicatif::ProgressBar::new(d.as_millis() as u64),
+            (Some(d), _) => indicatif::ProgressBar::new((warmup + d).as_millis() as u64),
             (None, Some(n)) => indicatif::ProgressBar::new(n),
             (None, None) => indicatif::ProgressBar::no_length(),
         };
@@ -259,13 +279,37 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         bar
     });
-    let work =
-        futures_util::future::join_all(streams.into_iter().map(|ws| drive(ws, &plan, &shared)));
+    eprintln!(
+        "sockeye bench: {opened} connection(s) open, running{}",
+        match (duration, args.messages) {
+            (Some(d), _) => format!(" for {:.1} s", d.as_secs_f64()),
+            (None, Some(n)) => format!(" until {n} messages are echoed"),
+            (None, None) => String::new(),
+        }
+    );
+    tokio::pin!(interrupted);
+    let mut was_interrupted = false;
+    let work = futures_util::future::join_all(
+        streams
+            .into_iter()
+            .enumerate()
+            .map(|(index, ws)| drive(ws, &plan, &shared, start + stagger(&plan, index, opened))),
+    );
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let reports = loop {
         tokio::select! {
             reports = &mut work => break reports,
+            () = &mut interrupted, if !was_interrupted => {
+                was_interrupted = true;
+                shared.stop.cancel();
+                eprintln!("sockeye bench: interrupted: collecting the echoes outstanding (again to quit)");
+                let again = crate::termination();
+                tokio::spawn(async move {
+                    again.await;
+                    std::process::exit(130);
+                });
+            }
             _ = tick.tick() => {
                 if let Some(bar) = &progress {
                     let elapsed = start.elapsed();
@@ -289,10 +333,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         total.merge(report);
     }
     // The run lasts the whole --duration (a paced run's last echo may come before its end),
-    // plus the wait for the last echoes.
-    let last_echo = total.finished.map_or(Duration::ZERO, |end| end - start);
-    let elapsed = last_echo.max(duration.unwrap_or_default());
-    print_report(&args, &total, opened, elapsed);
+    // plus the wait for the last echoes; an interrupted run, until its last echo.
+    let last_echo = total.finished.map_or(Duration::ZERO, |end| {
+        end.saturating_duration_since(measure_from)
+    });
+    let elapsed = match duration {
+        Some(duration) if !was_interrupted => last_echo.max(duration),
+        _ => last_echo,
+    };
+    total.interrupted = was_interrupted;
+    print_report(&args, &total, &shared.latency.borrow(), opened, elapsed);
     if total.errors.is_empty() {
         Ok(())
     } else {
@@ -300,32 +350,50 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs one connection until the plan says stop and its echoes are in, then closes it.
-async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared) -> Report {
+/// When connection `index` of `opened` sends its first paced message, after the start: the
+/// connections take turns, so that the total rate is even rather than `opened` messages at
+/// once every interval.
+fn stagger(plan: &Plan, index: usize, opened: usize) -> Duration {
+    plan.interval.map_or(Duration::ZERO, |interval| {
+        interval.mul_f64(index as f64 / opened.max(1) as f64)
+    })
+}
+
+/// Runs one connection until the plan says stop and its echoes are in, then closes it. With
+/// pacing, its first message is due at `first_slot`.
+async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared, first_slot: Instant) -> Report {
     let mut report = Report::new();
     let high_water = ws.config().write_buffer_high_water;
-    let mut outstanding: VecDeque<(u64, Instant)> = VecDeque::with_capacity(plan.in_flight);
+    // Sequence number, the time its round trip starts, whether it is measured (not warm-up).
+    let mut outstanding: VecDeque<(u64, Instant, bool)> = VecDeque::with_capacity(plan.in_flight);
     let mut next_seq: u64 = 0;
-    let mut next_slot = Instant::now();
+    let mut next_slot = first_slot;
     let mut stopping = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut connection_over = false;
     loop {
         let now = Instant::now();
-        if plan.deadline.is_some_and(|deadline| now >= deadline) {
+        if plan.deadline.is_some_and(|deadline| now >= deadline) || shared.stop.is_cancelled() {
             stopping = true;
         }
         let mut wait_for_slot = None;
         while !stopping && outstanding.len() < plan.in_flight && ws.buffered_amount() < high_water {
+            // Unpaced, a round trip starts when the message is queued; paced, when the schedule
+            // meant to send it: after a stall the messages due meanwhile go out as fast as
+            // --in-flight allows, and the time they waited for their turn counts as latency
+            // (no coordinated omission). No slot is skipped, so the offered load is --rate.
+            let mut due = None;
             if let Some(interval) = plan.interval {
                 if next_slot > now {
                     wait_for_slot = Some(next_slot);
                     break;
                 }
-                // Catch up after a stall, but never with a burst of over a second's worth.
-                next_slot = (next_slot + interval).max(now - Duration::from_secs(1));
+                due = Some(next_slot);
+                next_slot += interval;
             }
-            if !shared.take() {
+            let round_trip_start = due.unwrap_or_else(Instant::now);
+            let measured = round_trip_start >= plan.measure_from;
+            if measured && !shared.take() {
                 stopping = true;
                 break;
             }
@@ -341,9 +409,11 @@ async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared) -> Report {
                 connection_over = true;
                 break;
             }
-            outstanding.push_back((next_seq, Instant::now()));
+            outstanding.push_back((next_seq, round_trip_start, measured));
             next_seq += 1;
-            report.sent += 1;
+            if measured {
+                report.sent += 1;
+            }
         }
         if connection_over {
             break;
@@ -358,7 +428,7 @@ async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared) -> Report {
         tokio::select! {
             item = ws.next() => match item {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    let Some((seq, sent_at)) = outstanding.pop_front() else {
+                    let Some((seq, sent_at, measured)) = outstanding.pop_front() else {
                         report.error("unexpected message (nothing outstanding)");
                         continue;
                     };
@@ -371,8 +441,14 @@ async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared) -> Report {
                     if !ok {
                         report.error("echo differs from the message sent");
                     }
+                    if !measured {
+                        continue;
+                    }
                     let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    report.latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
+                    shared
+                        .latency
+                        .borrow_mut()
+                        .saturating_record(micros.clamp(1, MAX_LATENCY_US));
                     report.echoed += 1;
                     report.finished = Some(Instant::now());
                     shared.echoed.set(shared.echoed.get() + 1);
@@ -390,6 +466,7 @@ async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared) -> Report {
                     break;
                 }
             },
+            () = shared.stop.cancelled(), if !stopping => {}
             () = sleep_until(wait_for_slot) => {}
             () = sleep_until(deadline) => {}
             () = sleep_until(drain_deadline) => {
@@ -397,9 +474,6 @@ async fn drive(mut ws: ClientStream, plan: &Plan, shared: &Shared) -> Report {
                 break;
             }
         }
-    }
-    if report.finished.is_none() {
-        report.finished = Some(Instant::now());
     }
     if !connection_over {
         // Bounded by the close timeout.
@@ -418,7 +492,13 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn print_report(args: &BenchArgs, report: &Report, opened: usize, elapsed: Duration) {
+fn print_report(
+    args: &BenchArgs,
+    report: &Report,
+    latency: &Histogram<u64>,
+    opened: usize,
+    elapsed: Duration,
+) {
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         report.echoed as f64 / secs
@@ -428,17 +508,13 @@ fn print_report(args: &BenchArgs, report: &Report, opened: usize, elapsed: Durat
     let megabytes = rate * args.size as f64 / 1e6;
     let failed = args.connections as usize - opened;
     let quantile = |q: f64| {
-        if report.latency.is_empty() {
+        if latency.is_empty() {
             0
         } else {
-            report.latency.value_at_quantile(q)
+            latency.value_at_quantile(q)
         }
     };
-    let max = if report.latency.is_empty() {
-        0
-    } else {
-        report.latency.max()
-    };
+    let max = if latency.is_empty() { 0 } else { latency.max() };
     if args.json {
         let value = serde_json::json!({
             "url": args.url,
@@ -446,6 +522,7 @@ fn print_report(args: &BenchArgs, report: &Report, opened: usize, elapsed: Durat
             "size": args.size,
             "type": if args.text { "text" } else { "binary" },
             "in_flight": args.in_flight,
+            "interrupted": report.interrupted,
             "messages_sent": report.sent,
             "messages_echoed": report.echoed,
             "elapsed_secs": secs,
@@ -483,6 +560,9 @@ fn print_report(args: &BenchArgs, report: &Report, opened: usize, elapsed: Durat
         ms(quantile(0.999)),
         ms(max)
     );
+    if report.interrupted {
+        println!("interrupted: the run was stopped early by a signal");
+    }
     let errors: u64 = report.errors.values().sum();
     println!("errors:     {errors}");
     for (kind, count) in &report.errors {

@@ -25,10 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use sockeye::{
     bytes::Bytes, ClientBuilder, ClientStream, CloseCode, CloseFrame, Closed, Initiator, Message,
-    WebSocketConfig,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use crate::{chain, seconds};
 
 /// Exit status: the close handshake completed (see [`EXIT_HELP`]).
 pub(crate) const EXIT_OK: u8 = 0;
@@ -53,6 +54,9 @@ Exit status:
      HTTP answer other than 101 (e.g. 403, 404), an invalid upgrade, timeout
   4  the server closed cleanly with an error code (not 1000, 1001 or none)
 
+On SIGINT (Ctrl-C in pipe mode) or SIGTERM the client stops sending, closes with 1001 and
+exits as above (0 once the close handshake completes).
+
 Interactive commands (stdin is a terminal):
   /ping [data]            send a ping
   /close [code [reason]]  start the close handshake (default 1000)
@@ -64,9 +68,11 @@ Interactive commands (stdin is a terminal):
 Pipe mode (stdin is not a terminal): each line is sent as a text message (a line that is not
 UTF-8 as binary); each received message is printed as one line (binary as hex, or base64; text
 as it is, so a text message with newlines spans several lines: use --null or --json to keep
-records apart). At the end of input, --wait-replies N waits until N messages have arrived
-(\"all\": as many as were sent, for echo servers), then the client closes with 1000: a message
-that arrives after the close frame is sent is dropped, as browsers do.";
+records apart; on a terminal, control characters but tab and newline are escaped). A record
+over --max-message-size ends the input with an error. At the end of input, --wait-replies N
+waits until N messages have arrived (\"all\": as many as were sent, for echo servers), then
+the client closes with 1000: a message that arrives after the close frame is sent is dropped,
+as browsers do.";
 
 /// A request to exit with a status, after the command printed why.
 #[derive(Debug)]
@@ -112,12 +118,8 @@ pub(crate) struct ConnectArgs {
     /// The `Origin` header, as a browser sends it.
     #[arg(long, value_name = "ORIGIN")]
     origin: Option<String>,
-    /// Also trust the CA certificates in this PEM file for wss:// (besides the bundled roots).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// Offer permessage-deflate compression (RFC 7692).
-    #[arg(long)]
-    deflate: bool,
+    #[command(flatten)]
+    ca: crate::CaFile,
     /// Print one JSON object per event (open, message, ping, pong, close_frame, close, error)
     /// instead of text.
     #[arg(long)]
@@ -129,18 +131,20 @@ pub(crate) struct ConnectArgs {
     /// Show binary payloads as base64 instead of hex.
     #[arg(long)]
     base64: bool,
-    /// Send a keepalive ping after this many seconds without incoming data; 0 disables.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
-    ping_interval: f64,
     /// Connect through this proxy: `http://host:port`, `socks5://…`, `socks5h://…`, or `env`
     /// for the proxy the environment names (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`…).
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
-    /// Largest message accepted or read from stdin, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
-    max_message_size: usize,
+    /// Open the WebSocket over HTTP/2 (RFC 8441 extended CONNECT): ALPN h2 for wss://, prior
+    /// knowledge (h2c) for ws://. Fails when the server does not offer it.
+    #[arg(long)]
+    http2: bool,
+    /// Message limits, compression and timeouts, as for `sockeye serve` (--max-message-size
+    /// also bounds a record read from stdin; --keepalive-interval is also --ping-interval).
+    #[command(flatten)]
+    limits: crate::Limits,
     /// Seconds to wait for the peer's close frame (and the end of TCP) after sending ours.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::non_negative)]
     close_timeout: f64,
     /// Pipe mode: records are separated by NUL bytes (input and output) instead of newlines.
     #[arg(long, conflicts_with = "binary")]
@@ -154,16 +158,11 @@ pub(crate) struct ConnectArgs {
     wait_replies: WaitReplies,
     /// Pipe mode: give up waiting for replies after this many seconds without a message
     /// (then close with 1000 and exit with status 1).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::non_negative)]
     reply_timeout: f64,
     /// Interactive mode: load and save the line history in this file.
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
-}
-
-/// `secs` as a duration, `None` for 0 or anything not finite and positive.
-fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Runs `sockeye connect`. Every outcome but a clean close is an [`Exit`] error carrying the
@@ -178,6 +177,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         json: args.json,
         timestamps: args.timestamps,
         base64: args.base64,
+        terminal: std::io::stdout().is_terminal(),
     };
     let builder = match builder(&args) {
         Ok(builder) => builder,
@@ -199,7 +199,8 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
                 let body = String::from_utf8_lossy(response.body());
                 let body = body.trim();
                 if !body.is_empty() {
-                    let _ = write!(message, ": {}", truncate(body, 200));
+                    // The server's words, on a terminal: no control characters.
+                    let _ = write!(message, ": {}", escape_controls(truncate(body, 200)));
                 }
             }
             out.event(&format, &Event::Error("handshake", &message));
@@ -235,21 +236,12 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
 
 fn builder(args: &ConnectArgs) -> Result<ClientBuilder, String> {
     sockeye::WsUrl::parse(&args.url).map_err(|e| format!("invalid url {:?}: {e}", args.url))?;
-    let mut config = WebSocketConfig::default()
-        .max_message_size(Some(args.max_message_size))
-        .max_frame_size(Some(args.max_message_size))
+    let mut config = args
+        .limits
+        .config()
         .close_timeout(seconds(args.close_timeout).unwrap_or(Duration::from_secs(10)))
-        .keepalive(seconds(args.ping_interval), Duration::from_secs(20))
         .protocols(args.subprotocols.iter().cloned());
-    if args.deflate {
-        config = config.deflate(Some(sockeye::DeflateConfig::default()));
-    }
-    if let Some(ca) = &args.ca {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        let tls = sockeye::tls::client_config(Some(&pem))
-            .map_err(|e| format!("cannot use {}: {}", ca.display(), chain(&e)))?;
-        config = config.tls_client(tls);
-    }
+    config = args.ca.apply(config)?;
     if let Some(proxy) = &args.proxy {
         config = if proxy == "env" {
             config.proxy(sockeye::ProxyConfig::FromEnv)
@@ -259,7 +251,9 @@ fn builder(args: &ConnectArgs) -> Result<ClientBuilder, String> {
             config.proxy(parsed)
         };
     }
-    let mut builder = ClientBuilder::new(args.url.clone()).config(config);
+    let mut builder = ClientBuilder::new(args.url.clone())
+        .config(config)
+        .http2(args.http2);
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
             return Err(format!("invalid header {header:?}: expected NAME:VALUE"));
@@ -282,17 +276,6 @@ fn builder(args: &ConnectArgs) -> Result<ClientBuilder, String> {
 fn http_header_invalid(name: &str, value: &str) -> bool {
     sockeye::http::HeaderName::from_bytes(name.as_bytes()).is_err()
         || sockeye::http::HeaderValue::from_str(value).is_err()
-}
-
-/// `e` and its sources, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -325,6 +308,9 @@ struct Format {
     json: bool,
     timestamps: bool,
     base64: bool,
+    /// Stdout is a terminal: pipe mode escapes control characters in text too (but newlines
+    /// and tabs), so that a peer cannot drive the terminal of `echo hi | sockeye connect URL`.
+    terminal: bool,
 }
 
 /// Something worth printing.
@@ -393,6 +379,7 @@ impl Format {
                 bare: true,
                 ..
             } => match message {
+                Message::Text(text) if self.terminal => escape_controls_but(text.as_str(), "\t\n"),
                 Message::Text(text) => text.as_str().to_owned(),
                 Message::Binary(data) => self.binary(data),
                 _ => return None,
@@ -533,9 +520,14 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
 /// `text` with control characters (but tabs) escaped, so that a peer cannot move the cursor,
 /// clear the screen or retitle the terminal of an interactive session.
 fn escape_controls(text: &str) -> String {
+    escape_controls_but(text, "\t")
+}
+
+/// `text` with control characters escaped, but those in `keep`.
+fn escape_controls_but(text: &str, keep: &str) -> String {
     text.chars()
         .fold(String::with_capacity(text.len()), |mut out, c| {
-            if c.is_control() && c != '\t' {
+            if c.is_control() && !keep.contains(c) {
                 out.extend(c.escape_default());
             } else {
                 out.push(c);
@@ -687,7 +679,7 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
         (false, true) => Some(b'\0'),
         (false, false) => Some(b'\n'),
     };
-    let mut input = read_stdin(delimiter, args.max_message_size);
+    let mut input = read_stdin(delimiter, args.limits.max_message_size);
     let high_water = ws.config().write_buffer_high_water;
     let reply_timeout = seconds(args.reply_timeout).unwrap_or(Duration::from_secs(10));
     let mut pending: VecDeque<Message> = VecDeque::new();
@@ -697,6 +689,9 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
     let mut reply_deadline = Instant::now() + reply_timeout;
     let mut failure: Option<u8> = None;
     let mut stream_error: Option<sockeye::Error> = None;
+    let mut close_code = CloseCode::NORMAL;
+    let interrupted = crate::termination();
+    tokio::pin!(interrupted);
     let ended = loop {
         // Queue what fits below the high-water mark; the rest waits for the socket.
         while let Some(message) = pending.pop_front() {
@@ -737,9 +732,18 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
             }
         }
         let want_input = input_open && pending.is_empty();
+        let want_room = !pending.is_empty();
         tokio::select! {
-            item = ws.next() => match item {
-                Some(Ok(message)) => {
+            event = next_or_room(&mut ws, want_room) => match event {
+                // The send buffer fell below its high-water mark: queue more of `pending`.
+                Ready::Room(Ok(())) => {}
+                // The server started closing: the next try_send reports what is left unsent.
+                Ready::Room(Err(_)) if ws.state() != sockeye::State::Open => {}
+                Ready::Room(Err(e)) => {
+                    stream_error = Some(e);
+                    break true;
+                }
+                Ready::Item(Some(Ok(message))) => {
                     if message.is_data() {
                         received += 1;
                         reply_deadline = Instant::now() + reply_timeout;
@@ -755,11 +759,11 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                         break false;
                     }
                 }
-                Some(Err(e)) => {
+                Ready::Item(Some(Err(e))) => {
                     stream_error = Some(e);
                     break true;
                 }
-                None => break true,
+                Ready::Item(None) => break true,
             },
             batch = input.recv(), if want_input => match batch {
                 Some(Ok(messages)) => pending.extend(messages),
@@ -773,6 +777,11 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                     reply_deadline = Instant::now() + reply_timeout;
                 }
             },
+            () = &mut interrupted => {
+                out.event(&format, &Event::Error("signal", "interrupted: closing with 1001"));
+                close_code = CloseCode::GOING_AWAY;
+                break false;
+            }
             () = tokio::time::sleep_until(reply_deadline), if input_done => {
                 out.event(&format, &Event::Error(
                     "timeout",
@@ -790,11 +799,38 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
     if !ended {
         // RFC 6455 §7.1.2: "the endpoint MUST send a Close control frame"; close() then waits
         // for the peer's (bounded by the close timeout).
-        if let Err(e) = ws.close(CloseCode::NORMAL, "").await {
+        if let Err(e) = ws.close(close_code, "").await {
             stream_error = Some(e);
         }
     }
     finish(&ws, stream_error.as_ref(), failure, &format, &mut out)
+}
+
+/// What [`next_or_room`] saw first.
+enum Ready {
+    /// The stream's next item.
+    Item(Option<Result<Message, sockeye::Error>>),
+    /// Room in the send buffer (or the error that ended the wait for it).
+    Room(Result<(), sockeye::Error>),
+}
+
+/// The next incoming item or, when `want_room`, room below the send buffer's high-water mark,
+/// whichever comes first. Waiting for a message alone would stall a sender whose peer never
+/// answers: draining the buffer wakes nobody who waits to queue more.
+async fn next_or_room(ws: &mut ClientStream, want_room: bool) -> Ready {
+    use futures_util::SinkExt as _;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(item) = ws.poll_next_unpin(cx) {
+            return std::task::Poll::Ready(Ready::Item(item));
+        }
+        if want_room {
+            if let std::task::Poll::Ready(room) = ws.poll_ready_unpin(cx) {
+                return std::task::Poll::Ready(Ready::Room(room));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Prints how the connection ended and returns the exit status.
@@ -949,6 +985,9 @@ fn line_editor(
 /// The interactive session; returns the exit status.
 async fn interactive_session(mut ws: ClientStream, args: &ConnectArgs, format: Format) -> u8 {
     let _terminal = TerminalGuard::save();
+    // Ctrl-C is a key to the line editor (it quits); SIGTERM (or SIGINT from elsewhere) closes
+    // with 1001, and the terminal is restored on the way out. Installed before the prompt shows.
+    let interrupted = crate::termination();
     let (mut out, mut lines) = match line_editor(args.history.clone()) {
         Ok((printer, lines)) => (Output::Printer(printer), lines),
         Err(e) => {
@@ -962,8 +1001,15 @@ async fn interactive_session(mut ws: ClientStream, args: &ConnectArgs, format: F
     let mut pings_sent: usize = 0;
     let mut stream_error = None;
     let mut input_open = true;
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
+            () = &mut interrupted => {
+                if let Err(e) = ws.close(CloseCode::GOING_AWAY, "").await {
+                    stream_error = Some(e);
+                }
+                break;
+            }
             item = ws.next() => match item {
                 Some(Ok(message)) => {
                     let show = match message {
@@ -1088,31 +1134,27 @@ mod tests {
 
     #[test]
     fn interactive_display_escapes_control_characters() {
-        let format = Format {
-            json: false,
-            timestamps: false,
-            base64: false,
-        };
         let message = Message::text("red \u{1b}[31m\ttab\r\nend");
-        let line = format
-            .render(&Event::Message {
+        let show = |terminal: bool, bare: bool| {
+            let format = Format {
+                json: false,
+                timestamps: false,
+                base64: false,
+                terminal,
+            };
+            let event = Event::Message {
                 incoming: true,
                 message: &message,
-                bare: false,
+                bare,
                 null: false,
-            })
-            .expect("rendered");
-        assert_eq!(line, "< red \\u{1b}[31m\ttab\\r\\nend");
-        // Pipe mode passes text through unchanged.
-        let bare = format
-            .render(&Event::Message {
-                incoming: true,
-                message: &message,
-                bare: true,
-                null: false,
-            })
-            .expect("rendered");
-        assert_eq!(bare, "red \u{1b}[31m\ttab\r\nend");
+            };
+            format.render(&event).expect("rendered")
+        };
+        assert_eq!(show(false, false), "< red \\u{1b}[31m\ttab\\r\\nend");
+        // Pipe mode passes text through unchanged…
+        assert_eq!(show(false, true), "red \u{1b}[31m\ttab\r\nend");
+        // … unless stdout is a terminal: then only tabs and newlines pass.
+        assert_eq!(show(true, true), "red \\u{1b}[31m\ttab\\r\nend");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The `sockeye` command: a WebSocket echo server and an Autobahn TestSuite client.
+//! The `sockeye` command: a WebSocket server with a chat demo page (`serve`), an interactive and
+//! pipe client (`connect`), a load generator (`bench`) and an Autobahn TestSuite client.
 //!
-//! It parses arguments and calls into the `sockeye` crate; all protocol logic lives there.
+//! It parses arguments and calls into the `sockeye` crate; all protocol logic lives there. The
+//! pieces the subcommands share (option structs, seconds, CA files, error chains) live here.
 
 mod bench;
 mod connect;
@@ -40,6 +42,8 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The connection settings every subcommand shares (`serve`, `connect`, `bench`,
+/// `autobahn-client`): one set of options, one [`Limits::config`].
 #[derive(Debug, clap::Args)]
 struct Limits {
     /// Largest message accepted after reassembly, in bytes; larger ones close with 1009.
@@ -72,24 +76,113 @@ struct Limits {
     #[arg(long, requires = "deflate", value_name = "BYTES", default_value_t = 0)]
     deflate_threshold: usize,
     /// Send a ping after this many seconds without incoming data; 0 disables keepalive.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    #[arg(long, visible_alias = "ping-interval", value_name = "SECS", default_value_t = 20.0, value_parser = non_negative)]
     keepalive_interval: f64,
     /// Abort with 1011 when a keepalive ping gets no answer (pong or any data) in this many
     /// seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = non_negative)]
     keepalive_timeout: f64,
     /// Close with 1001 after this many seconds without a text or binary message; 0 disables.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = non_negative)]
     idle_timeout: f64,
     /// Abort with 1008 a peer that accepts no bytes for this many seconds while output is
     /// queued (a slow consumer); 0 disables.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = non_negative)]
     write_timeout: f64,
 }
 
 /// `secs` as a duration; `None` for 0 (and for anything not a finite positive number).
 fn seconds(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// A `SECS` (or rate) option: a finite number, 0 or more.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("expected a number, 0 or more, got {s:?}")),
+    }
+}
+
+/// A `SECS` option that must be over 0.
+fn positive(s: &str) -> Result<f64, String> {
+    match non_negative(s) {
+        Ok(value) if value > 0.0 => Ok(value),
+        _ => Err(format!("expected a number over 0, got {s:?}")),
+    }
+}
+
+/// `e` and its sources, joined with `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        use std::fmt::Write as _;
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when it
+/// is created (from then on the signals no longer end the process), not at its first poll.
+/// Call it inside the runtime.
+fn termination() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            /// The next delivery of `signal`; never when it could not be installed.
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        let _ = signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            let (mut interrupt, mut terminate) = signals;
+            tokio::select! {
+                () = next(interrupt.as_mut()) => {}
+                () = next(terminate.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The `--ca FILE` option of the client subcommands.
+#[derive(Debug, clap::Args)]
+struct CaFile {
+    /// Also trust the CA certificates in this PEM file for wss:// (besides the bundled Mozilla
+    /// roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+}
+
+impl CaFile {
+    /// `config` trusting the CA file too, when one was given.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read or holds no usable certificate; the message names it.
+    fn apply(&self, config: WebSocketConfig) -> Result<WebSocketConfig, String> {
+        let Some(ca) = &self.ca else {
+            return Ok(config);
+        };
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let tls = sockeye::tls::client_config(Some(&pem))
+            .map_err(|e| format!("cannot use {}: {}", ca.display(), chain(&e)))?;
+        Ok(config.tls_client(tls))
+    }
 }
 
 impl Limits {
@@ -124,10 +217,8 @@ struct AutobahnArgs {
     /// Agent name reported to the fuzzing server.
     #[arg(long, default_value = "sockeye")]
     agent: String,
-    /// Also trust the CA certificates in this PEM file for wss:// (besides the bundled Mozilla
-    /// roots).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    ca: CaFile,
     #[command(flatten)]
     limits: Limits,
 }
@@ -150,6 +241,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: escape codes would garble a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,11 +276,10 @@ fn main() -> ExitCode {
 
 async fn autobahn_client(args: AutobahnArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/');
-    let mut config = args.limits.config();
-    if let Some(ca) = &args.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-        config = config.tls_client(sockeye::tls::client_config(Some(&pem))?);
-    }
+    let config = args
+        .ca
+        .apply(args.limits.config())
+        .map_err(anyhow::Error::msg)?;
     let (mut ws, _) = sockeye::connect_with_config(&format!("{base}/getCaseCount"), config.clone())
         .await
         .context("cannot fetch the case count")?;

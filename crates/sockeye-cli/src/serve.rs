@@ -104,6 +104,11 @@ pub(crate) struct ServeArgs {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also serve WebSockets (and the page) over HTTP/2, RFC 8441: with TLS, ALPN offers h2
+    /// next to http/1.1; without, connections opening with the HTTP/2 preface (h2c, prior
+    /// knowledge) are served as HTTP/2 and others as HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
     /// Subprotocols the server supports; it selects the first one the client offers that is
     /// listed here (repeatable).
     #[arg(long = "subprotocol", value_name = "NAME")]
@@ -145,7 +150,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?
         .config(args.limits.config().protocols(args.subprotocols.clone()))
         .max_connections(args.max_connections)
-        .shutdown_timeout(seconds(args.shutdown_timeout).unwrap_or_default());
+        .shutdown_timeout(seconds(args.shutdown_timeout).unwrap_or_default())
+        .http2(args.http2);
     let (scheme, web) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = sockeye::tls::server_config_from_pem_files(cert, key)
@@ -158,13 +164,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = server.local_addr()?;
     // Scripts and tests read the WebSocket URL from the first line.
     println!(
-        "sockeye: listening on {scheme}://{addr}/ (mode {:?}{})",
+        "sockeye: listening on {scheme}://{addr}/ (mode {:?}{}{})",
         args.mode,
         if args.limits.deflate {
             ", permessage-deflate"
         } else {
             ""
-        }
+        },
+        if args.http2 { ", http/2" } else { "" }
     );
     match &static_dir {
         Some(dir) => println!("sockeye: serving {} at {web}://{addr}/", dir.display()),
@@ -283,7 +290,6 @@ pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketSt
 /// `sockeye::Server`).
 fn log_closed(ws: &ServerStream, request: &Request<()>) {
     let peer = ws
-        .get_ref()
         .get_ref()
         .peer_addr()
         .map_or_else(|_| "-".to_owned(), |a| a.to_string());

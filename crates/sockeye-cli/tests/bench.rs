@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
-use support::{run, sockeye, EchoServer, Running, PATIENCE};
+use support::{one_connection_server, run, sockeye, EchoServer, Reply, Running, PATIENCE};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
@@ -441,6 +440,12 @@ fn usage_errors_exit_with_2() {
             "--messages",
             "5",
         ],
+        &["bench", "ws://127.0.0.1:1/", "--duration", "-1"],
+        &["bench", "ws://127.0.0.1:1/", "--duration", "0"],
+        &["bench", "ws://127.0.0.1:1/", "--rate", "-5"],
+        &["bench", "ws://127.0.0.1:1/", "--rate", "NaN"],
+        &["bench", "ws://127.0.0.1:1/", "--messages", "0"],
+        &["bench", "ws://127.0.0.1:1/", "--ca", "/nonexistent/ca.pem"],
     ] {
         let out = run(args, b"");
         assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr);
@@ -479,35 +484,19 @@ fn unreachable_server_counts_failed_connections() {
 #[test]
 fn corrupted_echoes_are_reported() {
     // A server that echoes every message with its last byte changed.
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let server = sockeye::Server::bind("127.0.0.1:0").await.expect("bind");
-            url_tx
-                .send(format!("ws://{}/", server.local_addr().expect("addr")))
-                .expect("url");
-            let Ok(Ok((mut ws, _, _))) = tokio::time::timeout(PATIENCE, server.accept()).await
-            else {
-                return;
+    let url = one_connection_server(
+        || {},
+        |message| {
+            let sockeye::Message::Binary(data) = message else {
+                return vec![];
             };
-            while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, ws.next()).await {
-                if let sockeye::Message::Binary(data) = message {
-                    let mut data = data.to_vec();
-                    if let Some(last) = data.last_mut() {
-                        *last ^= 1;
-                    }
-                    if ws.send(sockeye::Message::binary(data)).await.is_err() {
-                        return;
-                    }
-                }
+            let mut data = data.to_vec();
+            if let Some(last) = data.last_mut() {
+                *last ^= 1;
             }
-        });
-    });
-    let url = url_rx.recv_timeout(PATIENCE).expect("url");
+            vec![Reply::Send(sockeye::Message::binary(data), Duration::ZERO)]
+        },
+    );
     // 64 messages: message 0 is compared byte for byte.
     let out = run(
         &[
@@ -528,4 +517,153 @@ fn corrupted_echoes_are_reported() {
         report["errors"]["echo differs from the message sent"], 1,
         "{report}"
     );
+}
+
+/// An echo server for one connection that holds the echo of the first message for `stall`;
+/// returns its URL.
+fn stalling_echo_server(stall: Duration) -> String {
+    let mut delay = stall;
+    one_connection_server(
+        || {},
+        move |message| {
+            if !message.is_data() {
+                return vec![];
+            }
+            vec![Reply::Send(message.clone(), std::mem::take(&mut delay))]
+        },
+    )
+}
+
+#[test]
+fn paced_latency_counts_the_wait_behind_a_stall() {
+    // 100 msg/s, one at a time: the first echo is held for 500 ms, so the messages due every
+    // 10 ms meanwhile (about 50) can only go out after it. Measured from when each was due
+    // (not when it could be sent), they waited from 490 ms down to 0: the 90th percentile is
+    // about 400 ms. Measured from sending (coordinated omission) only one message is slow and
+    // p90 is a loopback round trip, well under a millisecond.
+    let url = stalling_echo_server(Duration::from_millis(500));
+    let out = run(
+        &[
+            "bench",
+            &url,
+            "--connections",
+            "1",
+            "--in-flight",
+            "1",
+            "--rate",
+            "100",
+            "--messages",
+            "100",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let report = parse_json(&out);
+    assert_eq!(report["messages_echoed"], 100, "{report}");
+    let latency = &report["latency_us"];
+    let p90 = latency["p90"].as_u64().expect("p90");
+    let max = latency["max"].as_u64().expect("max");
+    assert!(p90 >= 250_000, "p90 {p90} us hides the stall: {report}");
+    assert!(max >= 500_000, "{report}");
+}
+
+#[test]
+fn interrupted_bench_still_reports() {
+    let server = EchoServer::start();
+    let bench = start_bench(&server.url, &["--connections", "2", "--duration", "600"]);
+    // Printed once the connections are open, after the signal handlers are installed.
+    bench.wait_for_stderr("connection(s) open");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &bench.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let started = Instant::now();
+    let out = bench.finish();
+    assert!(started.elapsed() < PATIENCE);
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let report = parse_json(&out);
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    // Every message sent was echoed and counted; the run lasted until the signal, not 600 s.
+    assert_eq!(
+        report["messages_echoed"], report["messages_sent"],
+        "{report}"
+    );
+    let elapsed = report["elapsed_secs"].as_f64().expect("elapsed");
+    assert!(elapsed < PATIENCE.as_secs_f64(), "{report}");
+    let rate = report["messages_per_sec"].as_f64().expect("rate");
+    let echoed = report["messages_echoed"].as_u64().expect("echoed");
+    assert!((echoed as f64 / elapsed - rate).abs() < 1.0, "{report}");
+}
+
+/// The peak virtual memory of process `pid` in kB, read from `/proc` until it exits.
+#[cfg(target_os = "linux")]
+fn peak_memory_until_exit(running: &mut Running) -> u64 {
+    let status = format!("/proc/{}/status", running.child.id());
+    let deadline = Instant::now() + PATIENCE;
+    let mut peak = 0;
+    while running.child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
+        // VmPeak only grows: the last reading before the exit is the peak.
+        if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("VmPeak:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        }) {
+            peak = kb;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_does_not_grow_with_a_histogram_per_connection() {
+    // One latency histogram (1 us to 1 h, 3 digits: about 190 KB) serves every connection:
+    // one a connection made 1000 connections reserve 190 MB more. Measured: about 25 MB.
+    let server = EchoServer::start();
+    let mut bench = start_bench(&server.url, &["--connections", "1000", "--duration", "1"]);
+    let peak_kb = peak_memory_until_exit(&mut bench);
+    let out = bench.finish();
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let report = parse_json(&out);
+    assert_eq!(report["connections"]["opened"], 1000, "{report}");
+    assert!(peak_kb > 0, "no reading of /proc");
+    assert!(peak_kb < 120_000, "peak {peak_kb} kB");
+}
+
+#[test]
+fn warmup_is_not_measured() {
+    // The same stall as above, inside a one-second warm-up: the 50 measured messages that
+    // follow it are on schedule, so none of them shows the stall.
+    let url = stalling_echo_server(Duration::from_millis(500));
+    let out = run(
+        &[
+            "bench",
+            &url,
+            "--connections",
+            "1",
+            "--in-flight",
+            "1",
+            "--rate",
+            "100",
+            "--warmup",
+            "1",
+            "--messages",
+            "50",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let report = parse_json(&out);
+    assert_eq!(report["messages_sent"], 50, "{report}");
+    assert_eq!(report["messages_echoed"], 50, "{report}");
+    let max = report["latency_us"]["max"].as_u64().expect("max");
+    assert!(max < 250_000, "the warm-up's stall was measured: {report}");
+    // 50 messages at 100/s after the warm-up: about half a second, not 1.5 s.
+    let elapsed = report["elapsed_secs"].as_f64().expect("elapsed");
+    assert!((0.3..1.3).contains(&elapsed), "{report}");
 }

@@ -8,9 +8,9 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::sync::mpsc;
 
-use futures_util::StreamExt as _;
 use sockeye::{CloseCode, Message};
-use support::{run, sockeye, EchoServer, Running, PATIENCE};
+use std::time::Duration;
+use support::{one_connection_server, run, sockeye, EchoServer, Reply, Running, PATIENCE};
 
 /// Documented exit statuses (`sockeye connect --help`).
 const EXIT_CONNECTION: i32 = 1;
@@ -129,7 +129,8 @@ fn json_events_parse() {
 #[test]
 fn waiting_for_replies_is_bounded() {
     let server = EchoServer::start();
-    // One line sent, five replies awaited: the echo comes, the other four never do.
+    // One line sent, five replies awaited: the echo comes, the other four never do. (Two
+    // seconds: a loaded machine still echoes within them.)
     let started = std::time::Instant::now();
     let out = run(
         &[
@@ -138,7 +139,7 @@ fn waiting_for_replies_is_bounded() {
             "--wait-replies",
             "5",
             "--reply-timeout",
-            "0.5",
+            "2",
         ],
         b"only\n",
     );
@@ -241,6 +242,15 @@ fn http_refusal_is_a_handshake_failure() {
     assert!(out.stderr.contains("403"), "{}", out.stderr);
     assert!(out.stderr.contains("not for you"), "{}", out.stderr);
 
+    // The server's body reaches the terminal escaped: it cannot clear the screen.
+    let url = http_server(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\nConnection: close\r\n\r\n\x1b[2Jgone",
+    );
+    let out = run(&["connect", &url], b"");
+    assert_eq!(out.code(), EXIT_HANDSHAKE, "stderr: {}", out.stderr);
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+    assert!(out.stderr.contains("\\u{1b}[2Jgone"), "{:?}", out.stderr);
+
     let url = http_server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     let out = run(&["connect", &url], b"");
     assert_eq!(out.code(), EXIT_HANDSHAKE, "stderr: {}", out.stderr);
@@ -263,6 +273,8 @@ enum After {
     Drop,
     /// Close with this code.
     Close(CloseCode),
+    /// Never echo: only report what arrives (a sink).
+    Sink,
 }
 
 /// A sockeye server on its own thread and runtime for one connection: it reports what it
@@ -270,56 +282,44 @@ enum After {
 /// the URL and the reports.
 fn sockeye_server(after: After) -> (String, mpsc::Receiver<Seen>) {
     let (tx, rx) = mpsc::channel();
-    let (url_tx, url_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let server = sockeye::Server::bind("127.0.0.1:0").await.expect("bind");
-            let addr = server.local_addr().expect("addr");
-            url_tx.send(format!("ws://{addr}/")).expect("url");
-            let accepted = tokio::time::timeout(PATIENCE, server.accept()).await;
-            let Ok(Ok((mut ws, _, _))) = accepted else {
-                return;
-            };
-            let _ = tx.send(Seen::Accepted);
-            while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, ws.next()).await {
-                let _ = tx.send(Seen::Message(message.clone()));
-                if message.is_data() {
-                    if ws.send(message).await.is_err() {
-                        return;
-                    }
-                    match after {
-                        After::Echo => {}
-                        After::Drop => return,
-                        After::Close(code) => {
-                            let _ =
-                                tokio::time::timeout(PATIENCE, ws.close(code, "server says no"))
-                                    .await;
-                            return;
-                        }
-                    }
-                }
+    let accepted = tx.clone();
+    let url = one_connection_server(
+        move || {
+            let _ = accepted.send(Seen::Accepted);
+        },
+        move |message| {
+            let _ = tx.send(Seen::Message(message.clone()));
+            if !message.is_data() {
+                return vec![];
             }
-        });
-    });
-    let url = url_rx.recv_timeout(PATIENCE).expect("server url");
+            let echo = Reply::Send(message.clone(), Duration::ZERO);
+            match after {
+                After::Echo => vec![echo],
+                After::Sink => vec![],
+                After::Drop => vec![echo, Reply::Drop],
+                After::Close(code) => vec![echo, Reply::Close(code, "server says no")],
+            }
+        },
+    );
     (url, rx)
+}
+
+/// `sockeye connect URL` in pipe mode, sent one line with stdin left open (so that the client
+/// is not closing): the server's `after` ends the session.
+fn server_ends_session(after: After) -> support::Finished {
+    let (url, _seen) = sockeye_server(after);
+    let mut command = sockeye();
+    command.args(["connect", &url]);
+    let mut client = Running::start(command);
+    client.write(b"first\n");
+    client.wait_exit();
+    client.finish()
 }
 
 #[test]
 fn dropped_connection_is_an_abnormal_close() {
     // The server drops TCP after the first message, without a close frame.
-    let (url, _seen) = sockeye_server(After::Drop);
-    let mut command = sockeye();
-    command.args(["connect", &url]);
-    let mut client = Running::start(command);
-    client.write(b"first\n");
-    // stdin stays open: the client is not closing when the server drops.
-    client.wait_exit();
-    let out = client.finish();
+    let out = server_ends_session(After::Drop);
     assert_eq!(out.code(), EXIT_CONNECTION, "stderr: {}", out.stderr);
     assert!(
         out.stderr.contains("without a close handshake") || out.stderr.contains("1006"),
@@ -330,13 +330,7 @@ fn dropped_connection_is_an_abnormal_close() {
 
 #[test]
 fn server_error_code_exits_with_4() {
-    let (url, _seen) = sockeye_server(After::Close(CloseCode::INTERNAL_ERROR));
-    let mut command = sockeye();
-    command.args(["connect", &url]);
-    let mut client = Running::start(command);
-    client.write(b"first\n");
-    client.wait_exit();
-    let out = client.finish();
+    let out = server_ends_session(After::Close(CloseCode::INTERNAL_ERROR));
     assert_eq!(out.code(), EXIT_PEER_ERROR, "stderr: {}", out.stderr);
     assert!(out.stderr.contains("1011"), "{}", out.stderr);
     assert!(out.stderr.contains("server says no"), "{}", out.stderr);
@@ -360,13 +354,7 @@ fn server_closing_mid_input_decides_the_status() {
 
 #[test]
 fn server_normal_close_exits_with_0() {
-    let (url, _seen) = sockeye_server(After::Close(CloseCode::NORMAL));
-    let mut command = sockeye();
-    command.args(["connect", &url]);
-    let mut client = Running::start(command);
-    client.write(b"first\n");
-    client.wait_exit();
-    let out = client.finish();
+    let out = server_ends_session(After::Close(CloseCode::NORMAL));
     assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
 }
 
@@ -416,14 +404,11 @@ fn interactive(url: &str, extra: &str) -> Running {
     Running::start(command)
 }
 
-/// Types `keys` one at a time, as a person does. rustyline 17 with an external printer waits
-/// for the terminal to become readable before it looks at what it already buffered, so keys
-/// that arrive in one read (unbracketed pastes, automation) would wait for the next key.
+/// Types a line into the interactive session in one write, as a paste or an automated
+/// terminal delivers it. (rustyline 17 with an external printer left every key after the
+/// first of a read waiting for the next key; rustyline 19 reads what it has buffered.)
 fn type_keys(client: &mut Running, keys: &[u8]) {
-    for key in keys {
-        client.write(std::slice::from_ref(key));
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    client.write(keys);
 }
 
 /// Waits for the next report from an in-test server.
@@ -501,4 +486,93 @@ fn interactive_session_ends_when_the_server_drops() {
         "{}",
         out.stdout_text()
     );
+}
+
+#[test]
+fn pipe_into_a_silent_server_sends_everything() {
+    // A server that never answers: once the client's send buffer passes its high-water mark,
+    // only the socket becoming writable again can wake the client (no message will). With the
+    // keepalive off, a client that waits for a message instead stalls for good.
+    let (url, seen) = sockeye_server(After::Sink);
+    let line = "x".repeat(99);
+    let lines = 20_000;
+    let input = format!("{line}\n").repeat(lines);
+    let out = run(&["connect", &url, "--ping-interval", "0"], input.as_bytes());
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    let received = seen
+        .try_iter()
+        .filter(|seen| matches!(seen, Seen::Message(message) if message.is_data()))
+        .count();
+    assert_eq!(received, lines);
+}
+
+#[test]
+fn interrupted_pipe_closes_with_1001() {
+    let (url, seen) = sockeye_server(After::Echo);
+    let mut command = sockeye();
+    command.args(["connect", &url]);
+    let mut client = Running::start(command);
+    assert!(matches!(next_seen(&seen), Seen::Accepted));
+    client.write(b"first\n");
+    // The echo is printed once the loop runs, which is when the signal handler is installed.
+    client.wait_for_output("first\n");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &client.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    // stdin stays open: the signal alone ends the session.
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+    let close = seen.try_iter().find_map(|seen| match seen {
+        Seen::Message(Message::Close(frame)) => Some(frame),
+        _ => None,
+    });
+    assert_eq!(close.flatten().map(|f| f.code), Some(CloseCode::GOING_AWAY));
+}
+
+/// The process ids below `pid` (children, grandchildren…), from `/proc`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            found.push(child);
+            queue.push(child);
+        }
+    }
+    found
+}
+
+#[test]
+fn terminated_interactive_session_closes_with_1001() {
+    let (url, seen) = sockeye_server(After::Echo);
+    let mut client = interactive(&url, "");
+    assert!(matches!(next_seen(&seen), Seen::Accepted));
+    client.wait_for_output("connected to");
+    // The prompt shows once the signal handlers are in place.
+    client.wait_for_output("> ");
+    // `script` runs sockeye under a shell: find it by its executable.
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_sockeye")).expect("binary path");
+    let sockeye_pid = descendants(client.child.id())
+        .into_iter()
+        .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(binary.clone()))
+        .expect("the sockeye process under script");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &sockeye_pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    match next_seen(&seen) {
+        Seen::Message(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::GOING_AWAY),
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+    client.wait_exit();
+    let out = client.finish();
+    assert_eq!(out.code(), 0, "output: {}", out.stdout_text());
+    assert!(out.stdout_text().contains("closed: code 1001"));
 }

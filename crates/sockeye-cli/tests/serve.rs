@@ -393,3 +393,44 @@ async fn a_client_that_does_not_read_does_not_stop_the_others() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_access_log_in_a_pipe_has_no_colour_codes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--mode", "echo"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sockeye serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = within("the URL", stdout.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
+    let url = first
+        .split_whitespace()
+        .find(|word| word.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ws:// URL in {first:?}"))
+        .to_owned();
+    let (mut ws, _) = within("connect", sockeye::connect(&url))
+        .await
+        .expect("connect");
+    within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("close");
+    // Read the log until the connection's end shows up in it.
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = String::new();
+    while !log.contains("connection closed") {
+        let line = within("the access log", stderr.next_line())
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("the log ended: {log:?}"));
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+}

@@ -230,6 +230,8 @@ pub struct ClientBuilder {
     config: WebSocketConfig,
     headers: http::HeaderMap,
     invalid_header: bool,
+    #[cfg(feature = "http2")]
+    http2: bool,
 }
 
 impl ClientBuilder {
@@ -240,7 +242,24 @@ impl ClientBuilder {
             config: WebSocketConfig::default(),
             headers: http::HeaderMap::new(),
             invalid_header: false,
+            #[cfg(feature = "http2")]
+            http2: false,
         }
+    }
+
+    /// Connects over HTTP/2 with an extended CONNECT (RFC 8441, feature `http2`; see
+    /// [`crate::h2`]): ALPN `h2` for `wss://`, prior knowledge (h2c) for `ws://`. The
+    /// connection carries this one WebSocket; [`H2Connection`](crate::h2::H2Connection) opens
+    /// several over one connection. Redirects are not followed (a 3xx is [`Error::Http`]).
+    ///
+    /// [`connect`](Self::connect) then also fails with [`Error::Http2NotNegotiated`] when a
+    /// TLS server does not pick `h2`, and [`Error::ExtendedConnectDisabled`] when the server
+    /// does not allow extended CONNECT. Default: off (HTTP/1.1).
+    #[cfg(feature = "http2")]
+    #[must_use]
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
+        self
     }
 
     /// Uses `config`.
@@ -302,6 +321,10 @@ impl ClientBuilder {
         // Invalid subprotocol names fail here, before any connection is made.
         ClientRequest::new("", "/").protocols(self.config.protocols.iter().cloned())?;
         let mut url = WsUrl::parse(&self.url)?;
+        #[cfg(feature = "http2")]
+        if self.http2 {
+            return crate::h2::connect_one(url, self.config, &self.headers).await;
+        }
         let mut redirects = 0;
         loop {
             match self.connect_once(&url).await? {

@@ -51,6 +51,14 @@ pub enum Error {
     /// The proxy could not open a tunnel to the server: it refused the credentials, refused
     /// the target, or did not speak HTTP `CONNECT` or SOCKS5.
     Proxy(ProxyError),
+    /// An HTTP/2 connection was asked for (`ClientBuilder::http2`, feature `http2`), but the
+    /// server did not agree to HTTP/2: no ALPN `h2` in the TLS handshake, or (cleartext) it
+    /// closed the connection without answering the HTTP/2 preface with its SETTINGS.
+    Http2NotNegotiated,
+    /// The HTTP/2 server does not accept WebSockets: it did not send
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1` (RFC 8441 §3), so extended CONNECT may not be
+    /// used.
+    ExtendedConnectDisabled,
 }
 
 impl fmt::Display for Error {
@@ -72,6 +80,10 @@ impl fmt::Display for Error {
             Self::TooManyRedirects => f.write_str("too many redirects"),
             Self::ConnectTimeout => f.write_str("connect timed out"),
             Self::Proxy(_) => f.write_str("proxy tunnel failed"),
+            Self::Http2NotNegotiated => f.write_str("server does not speak http/2"),
+            Self::ExtendedConnectDisabled => f.write_str(
+                "http/2 server does not accept websockets (no SETTINGS_ENABLE_CONNECT_PROTOCOL)",
+            ),
         }
     }
 }
@@ -92,7 +104,9 @@ impl std::error::Error for Error {
             | Self::KeepaliveTimeout
             | Self::WriteTimeout
             | Self::QueueFull
-            | Self::InvalidState => None,
+            | Self::InvalidState
+            | Self::Http2NotNegotiated
+            | Self::ExtendedConnectDisabled => None,
         }
     }
 }

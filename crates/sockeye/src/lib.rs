@@ -203,6 +203,8 @@ pub mod blocking;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 pub mod hub;
 mod mask;
 mod proxy;

@@ -623,7 +623,9 @@ fn is_transient(error: &Error) -> bool {
         | Error::QueueFull
         | Error::InvalidState
         | Error::Tls(_)
-        | Error::TooManyRedirects => false,
+        | Error::TooManyRedirects
+        | Error::Http2NotNegotiated
+        | Error::ExtendedConnectDisabled => false,
     }
 }
 

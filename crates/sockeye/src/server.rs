@@ -213,37 +213,14 @@ async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(other)) => return Err(other),
         Ok(Ok(found)) => found,
     };
-    let origin_header = request.headers().get(http::header::ORIGIN);
-    let origin = origin_header.and_then(|v| v.to_str().ok());
-    // RFC 6454 serializes origins in ASCII: one with other bytes matches nothing, rather than
-    // passing as absent (which an allow-list accepts).
-    let unreadable = origin_header.is_some() && origin.is_none();
-    if (unreadable && !matches!(hooks.origin, OriginPolicy::Any)) || !hooks.origin.allows(origin) {
-        tracing::debug!(?origin, "origin refused");
-        let decision = HandshakeDecision::reject(403, "origin not allowed\n");
-        return Err(refuse(&mut io, decision, timeout).await);
-    }
-    let protocols = requested_protocols(&request);
-    let default_protocol = select_protocol(&protocols, &config);
-    let accept = match &hooks.on_handshake {
-        None => Accept::with_protocol(default_protocol),
-        Some(callback) => {
-            let seen = HandshakeRequest {
-                request: &request,
-                peer,
-                protocols: protocols.clone(),
-                default_protocol,
-            };
-            match callback(&seen) {
-                HandshakeDecision::Accept(accept) => accept,
-                reject @ HandshakeDecision::Reject(_) => {
-                    return Err(refuse(&mut io, reject, timeout).await)
-                }
-            }
+    let accept = match decide(&request, &config, hooks, peer) {
+        Ok(accept) => accept,
+        Err(refusal) => {
+            let reject = HandshakeDecision::Reject(*refusal);
+            return Err(refuse(&mut io, reject, timeout).await);
         }
     };
-    // §4.2.2: the selected subprotocol must be one the client offered.
-    let protocol = accept.protocol.filter(|p| protocols.contains(p));
+    let protocol = accept.protocol;
     let (mut response, deflate) =
         accept_response_with(&request, config.deflate.as_ref(), protocol.as_deref());
     for (name, value) in &accept.headers {
@@ -258,6 +235,54 @@ async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
         WebSocketStream::from_raw_negotiated(io, Role::Server, config, deflate, &buf[used..]);
     ws.set_protocol(protocol);
     Ok((ws, request))
+}
+
+/// The origin policy and the handshake callback on a valid upgrade `request`, whichever HTTP
+/// version carried it: the acceptance (extra headers, and a subprotocol the client offered or
+/// none), or the refusal to send.
+pub(crate) fn decide(
+    request: &Request<()>,
+    config: &WebSocketConfig,
+    hooks: &Hooks,
+    peer: Option<SocketAddr>,
+) -> Result<Accept, Box<http::Response<Vec<u8>>>> {
+    let origin_header = request.headers().get(http::header::ORIGIN);
+    let origin = origin_header.and_then(|v| v.to_str().ok());
+    // RFC 6454 serializes origins in ASCII: one with other bytes matches nothing, rather than
+    // passing as absent (which an allow-list accepts).
+    let unreadable = origin_header.is_some() && origin.is_none();
+    if (unreadable && !matches!(hooks.origin, OriginPolicy::Any)) || !hooks.origin.allows(origin) {
+        tracing::debug!(?origin, "origin refused");
+        let mut refusal = http::Response::new(b"origin not allowed\n".to_vec());
+        *refusal.status_mut() = http::StatusCode::FORBIDDEN;
+        refusal.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Err(Box::new(refusal));
+    }
+    let protocols = requested_protocols(request);
+    let default_protocol = select_protocol(&protocols, config);
+    let accept = match &hooks.on_handshake {
+        None => Accept::with_protocol(default_protocol),
+        Some(callback) => {
+            let seen = HandshakeRequest {
+                request,
+                peer,
+                protocols: protocols.clone(),
+                default_protocol,
+            };
+            match callback(&seen) {
+                HandshakeDecision::Accept(accept) => accept,
+                HandshakeDecision::Reject(refusal) => return Err(Box::new(refusal)),
+            }
+        }
+    };
+    // §4.2.2: the selected subprotocol must be one the client offered.
+    Ok(Accept {
+        headers: accept.headers,
+        protocol: accept.protocol.filter(|p| protocols.contains(p)),
+    })
 }
 
 /// The subprotocol selected by default: the first one the client `offered` (in its order) that
@@ -492,6 +517,8 @@ pub struct Server {
     hooks: Hooks,
     #[cfg(feature = "rustls")]
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    #[cfg(feature = "http2")]
+    http2: bool,
 }
 
 /// The connections a [`Server`] hands out: TCP, or TLS over TCP when the server has a
@@ -538,7 +565,26 @@ impl Server {
             #[cfg(feature = "rustls")]
             tls: None,
             shutdown_timeout: Duration::from_secs(10),
+            #[cfg(feature = "http2")]
+            http2: false,
         }
+    }
+
+    /// Also serves WebSockets over HTTP/2 (RFC 8441, feature `http2`; see [`crate::h2`]):
+    /// with [`tls`](Self::tls), ALPN offers `h2` before `http/1.1` and the client's choice is
+    /// followed; without, a connection that starts with the HTTP/2 preface (h2c with prior
+    /// knowledge) is served as HTTP/2 and any other as HTTP/1.1. WebSocket streams go through
+    /// the same Origin policy, handshake callback, [`on_http`](Self::on_http), limits (each
+    /// stream counts against [`max_connections`](Self::max_connections), as does the
+    /// connection) and handler as HTTP/1.1 upgrades; the handler's request says `HTTP/2.0`.
+    ///
+    /// Applies to [`serve`](Self::serve) and [`serve_with_shutdown`](Self::serve_with_shutdown);
+    /// [`accept`](Self::accept) stays HTTP/1.1. Default: off.
+    #[cfg(feature = "http2")]
+    #[must_use]
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
+        self
     }
 
     /// Serves TLS (`wss://`) with `config`, e.g. from
@@ -720,6 +766,18 @@ impl Server {
         F: Future<Output = ()> + Send + 'static,
     {
         let tls = self.tls_config();
+        #[cfg(feature = "http2")]
+        let http2 = self.http2;
+        #[cfg(not(feature = "http2"))]
+        let http2 = false;
+        #[cfg(all(feature = "http2", feature = "rustls"))]
+        let tls = tls.map(|tls| {
+            if http2 {
+                crate::tls::with_h2_alpn(&tls)
+            } else {
+                tls
+            }
+        });
         let Self {
             listener,
             config,
@@ -757,18 +815,39 @@ impl Server {
             let hooks = hooks.clone();
             let tls = tls.clone();
             let shutdown = shutdown.clone();
+            #[cfg(feature = "http2")]
+            let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = permit;
                 if let Err(e) = config.apply_tcp_options(&tcp) {
                     tracing::debug!(%peer, error = %e, "cannot set socket options");
                 }
                 let accepted = tokio::select! {
-                    accepted = upgrade(tcp, peer, &config, &hooks, tls) => accepted,
+                    accepted = open(tcp, peer, &config, &hooks, tls, http2) => accepted,
                     () = shutdown.cancelled() => return,
                 };
                 match accepted {
-                    Ok((mut ws, request)) => {
-                        tracing::info!(%peer, path = %request.uri(), "connection open");
+                    #[cfg(feature = "http2")]
+                    Ok(Opened::Http2(io)) => {
+                        tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
+                        let serve = crate::h2::H2Serve {
+                            config,
+                            hooks,
+                            handler,
+                            shutdown,
+                            limit,
+                        };
+                        let tls = io.is_tls();
+                        crate::h2::serve_connection(io, peer, tls, serve).await;
+                    }
+                    Ok(Opened::WebSocket(ws, request)) => {
+                        let mut ws = *ws;
+                        tracing::info!(
+                            %peer,
+                            path = %request.uri(),
+                            http = ?request.version(),
+                            "connection open"
+                        );
                         ws.set_shutdown_signal(shutdown);
                         handler(ws, request).await;
                     }
@@ -819,6 +898,56 @@ async fn upgrade(
         None => MaybeTlsStream::Plain(tcp),
     };
     accept_hooked(io, config.clone(), hooks, Some(peer)).await
+}
+
+/// What a new connection turned out to be.
+enum Opened {
+    /// An HTTP/1.1 WebSocket upgrade, done.
+    WebSocket(Box<ServerStream>, Request<()>),
+    /// An HTTP/2 connection (ALPN `h2`, or the h2c preface), to serve with `h2`.
+    #[cfg(feature = "http2")]
+    Http2(MaybeTlsStream<TcpStream>),
+}
+
+/// TLS (when configured) and then, when `http2` is on and the client chose HTTP/2, the HTTP/2
+/// connection; else the HTTP/1.1 WebSocket handshake, within the handshake timeout.
+async fn open(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    config: &WebSocketConfig,
+    hooks: &Hooks,
+    #[cfg(feature = "rustls")] tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    #[cfg(not(feature = "rustls"))] tls: Option<NoTls>,
+    http2: bool,
+) -> Result<Opened, Error> {
+    #[cfg(feature = "http2")]
+    if http2 {
+        let io = match tls {
+            #[cfg(feature = "rustls")]
+            Some(tls) => {
+                tokio::time::timeout(config.handshake_timeout, crate::tls::accept(tcp, tls))
+                    .await
+                    .map_err(|_| Error::HandshakeTimeout)??
+            }
+            #[cfg(not(feature = "rustls"))]
+            Some(never) => match never {},
+            None => {
+                if crate::h2::is_h2c(&tcp, config.handshake_timeout).await {
+                    return Ok(Opened::Http2(MaybeTlsStream::Plain(tcp)));
+                }
+                MaybeTlsStream::Plain(tcp)
+            }
+        };
+        if io.alpn_protocol() == Some(b"h2") {
+            return Ok(Opened::Http2(io));
+        }
+        let (ws, request) = accept_hooked(io, config.clone(), hooks, Some(peer)).await?;
+        return Ok(Opened::WebSocket(Box::new(ws), request));
+    }
+    #[cfg(not(feature = "http2"))]
+    let _ = http2;
+    let (ws, request) = upgrade(tcp, peer, config, hooks, tls).await?;
+    Ok(Opened::WebSocket(Box::new(ws), request))
 }
 
 /// Connections the kernel completes and queues before the server accepts them. tokio's

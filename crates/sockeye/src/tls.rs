@@ -100,6 +100,15 @@ pub fn server_config_from_pem(
     Ok(Arc::new(config))
 }
 
+/// A copy of `config` offering ALPN `h2` before `http/1.1`, for servers that also speak
+/// HTTP/2 ([`Server::http2`](crate::Server::http2)).
+#[cfg(feature = "http2")]
+pub(crate) fn with_h2_alpn(config: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut config = (**config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// [`server_config_from_pem`] reading the two files.
 ///
 /// # Errors

@@ -1,4 +1,8 @@
 //! [`MaybeTlsStream`]: the transport of connections sockeye opens or accepts itself.
+//!
+//! With the `http2` feature a connection may also be one stream of an HTTP/2 connection
+//! ([`MaybeTlsStream::Http2`], RFC 8441), so that servers and clients hand out one
+//! WebSocket type whichever HTTP version carried the handshake.
 
 use std::io;
 use std::pin::Pin;
@@ -18,22 +22,45 @@ pub enum MaybeTlsStream<S> {
     /// TLS, server side.
     #[cfg(feature = "rustls")]
     ServerTls(Box<tokio_rustls::server::TlsStream<S>>),
+    /// One stream of an HTTP/2 connection (extended CONNECT, RFC 8441), over TLS or cleartext
+    /// (h2c). The connection itself is driven by its own task.
+    #[cfg(feature = "http2")]
+    Http2(Box<crate::h2::H2Stream>),
 }
 
 impl<S> MaybeTlsStream<S> {
     /// Whether the transport is encrypted.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Self::Plain(_))
+        match self {
+            Self::Plain(_) => false,
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_tls(),
+            #[cfg(feature = "rustls")]
+            _ => true,
+        }
     }
 
-    /// The underlying transport.
-    pub fn get_ref(&self) -> &S {
+    /// The underlying transport; `None` for a stream of an HTTP/2 connection, whose transport
+    /// is shared by every stream and owned by the connection's task.
+    pub fn get_ref(&self) -> Option<&S> {
         match self {
-            Self::Plain(s) => s,
+            Self::Plain(s) => Some(s),
             #[cfg(feature = "rustls")]
-            Self::ClientTls(s) => s.get_ref().0,
+            Self::ClientTls(s) => Some(s.get_ref().0),
             #[cfg(feature = "rustls")]
-            Self::ServerTls(s) => s.get_ref().0,
+            Self::ServerTls(s) => Some(s.get_ref().0),
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => None,
+        }
+    }
+
+    /// The HTTP version that carried the opening handshake: HTTP/2 for
+    /// [`Http2`](Self::Http2), HTTP/1.1 otherwise.
+    pub fn http_version(&self) -> http::Version {
+        match self {
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => http::Version::HTTP_2,
+            _ => http::Version::HTTP_11,
         }
     }
 
@@ -45,6 +72,29 @@ impl<S> MaybeTlsStream<S> {
             Self::ClientTls(s) => s.get_ref().1.alpn_protocol(),
             #[cfg(feature = "rustls")]
             Self::ServerTls(s) => s.get_ref().1.alpn_protocol(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_tls().then_some(&b"h2"[..]),
+        }
+    }
+}
+
+impl MaybeTlsStream<tokio::net::TcpStream> {
+    /// The peer's address: of the TCP connection, or of the HTTP/2 connection carrying the
+    /// stream.
+    ///
+    /// # Errors
+    ///
+    /// When the OS cannot tell, or the address of an HTTP/2 connection is not known.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s
+                .peer_addr()
+                .ok_or_else(|| io::Error::other("peer address not known")),
+            other => match other.get_ref() {
+                Some(tcp) => tcp.peer_addr(),
+                None => Err(io::Error::other("peer address not known")),
+            },
         }
     }
 }
@@ -57,6 +107,8 @@ macro_rules! delegate {
             MaybeTlsStream::ClientTls($s) => $e,
             #[cfg(feature = "rustls")]
             MaybeTlsStream::ServerTls($s) => $e,
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::Http2($s) => $e,
         }
     };
 }
@@ -95,6 +147,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
             Self::ClientTls(s) => s.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Self::ServerTls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_write_vectored(),
         }
     }
 

@@ -503,7 +503,12 @@ async fn the_callback_sees_peer_path_query_headers_and_offers() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     let seen = &seen[0];
-    let client_addr = client.get_ref().get_ref().local_addr().unwrap();
+    let client_addr = client
+        .get_ref()
+        .get_ref()
+        .expect("tcp")
+        .local_addr()
+        .unwrap();
     assert_eq!(seen.peer, Some(client_addr));
     assert_eq!(peer, client_addr);
     assert_eq!(seen.uri, "/rooms/7?user=ann&x=%20y");

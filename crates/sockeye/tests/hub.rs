@@ -296,29 +296,33 @@ async fn a_never_reading_websocket_client_is_evicted_and_the_others_keep_receivi
         within("send", sender.send(Message::binary(payload.clone())))
             .await
             .unwrap();
-        loop {
-            match within("reader", reader.next()).await {
-                Some(Ok(m)) if m.is_data() => {
-                    assert_eq!(m, Message::binary(payload), "message {i}");
-                    break;
+        let got = within("reader", async {
+            loop {
+                match reader.next().await {
+                    Some(Ok(m)) if m.is_data() => break m,
+                    Some(Ok(_)) => {}
+                    other => panic!("reader: {other:?}"),
                 }
-                Some(Ok(_)) => {}
-                other => panic!("reader: {other:?}"),
             }
-        }
+        })
+        .await;
+        assert_eq!(got, Message::binary(payload), "message {i}");
     }
     let m = hub.metrics();
     assert_eq!(m.evicted, 1, "{m:?}");
     assert!(m.dropped >= 1);
     // The stalled client gets what was buffered for it, then a 1008 close (or a reset).
     let mut received = 0;
-    loop {
-        match within("stalled", stalled.next()).await {
-            Some(Ok(m)) if m.is_data() => received += 1,
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break,
+    within("the stalled client is disconnected", async {
+        loop {
+            match stalled.next().await {
+                Some(Ok(m)) if m.is_data() => received += 1,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
         }
-    }
+    })
+    .await;
     assert!(received < MESSAGES, "the stalled client got everything");
     if let Some(closed) = stalled.close_info() {
         if closed.was_clean {

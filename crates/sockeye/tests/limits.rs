@@ -535,7 +535,7 @@ async fn client_gives_up_on_a_silent_server_at_the_handshake_timeout() {
 fn tcp_options(
     ws: &WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
 ) -> (bool, bool, Option<Duration>) {
-    let socket = socket2::SockRef::from(ws.get_ref().get_ref());
+    let socket = socket2::SockRef::from(ws.get_ref().get_ref().expect("tcp"));
     let keepalive = socket.keepalive().unwrap();
     (
         socket.tcp_nodelay().unwrap(),

@@ -1,5 +1,6 @@
 //! Helpers shared by the CLI's integration tests: the `sockeye` binary as a child process with
-//! bounded waits, and a `sockeye serve --mode echo` child on a loopback port.
+//! bounded waits, a `sockeye serve --mode echo` child on a loopback port, and an in-test
+//! sockeye server for one connection that replies as a test says.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -43,6 +44,19 @@ impl Finished {
 
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Waits (at most [`PATIENCE`]) until `text()` contains `needle`.
+fn wait_for(needle: &str, text: impl Fn() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    while !text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {needle:?} in {:?}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -94,17 +108,19 @@ impl Running {
         String::from_utf8_lossy(&self.stdout.lock().expect("output lock")).into_owned()
     }
 
+    /// Stderr so far, lossily as text.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().expect("output lock")).into_owned()
+    }
+
+    /// Waits (at most [`PATIENCE`]) until stderr contains `needle`.
+    pub fn wait_for_stderr(&self, needle: &str) {
+        wait_for(needle, || self.stderr_so_far());
+    }
+
     /// Waits (at most [`PATIENCE`]) until stdout contains `needle`.
     pub fn wait_for_output(&self, needle: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.stdout_so_far().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {needle:?} in {:?}",
-                self.stdout_so_far()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(needle, || self.stdout_so_far());
     }
 
     /// Writes `data` to the child's stdin.
@@ -236,4 +252,61 @@ impl Drop for EchoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What an in-test server does with a message it received.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this back after this delay.
+    Send(sockeye::Message, Duration),
+    /// Close with this code and reason, then stop.
+    Close(sockeye::CloseCode, &'static str),
+    /// Drop TCP without a close frame.
+    Drop,
+}
+
+/// A sockeye server for one connection on its own thread and runtime: `on_accept` runs once the
+/// connection is open, `on_message` picks the replies to every message received (the close
+/// frame included), done in order. Every wait is bounded by [`PATIENCE`]. Returns its `ws://`
+/// URL.
+pub fn one_connection_server(
+    on_accept: impl FnOnce() + Send + 'static,
+    mut on_message: impl FnMut(&sockeye::Message) -> Vec<Reply> + Send + 'static,
+) -> String {
+    use futures_util::StreamExt as _;
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let server = sockeye::Server::bind("127.0.0.1:0").await.expect("bind");
+            let addr = server.local_addr().expect("addr");
+            url_tx.send(format!("ws://{addr}/")).expect("url");
+            let Ok(Ok((mut ws, _, _))) = tokio::time::timeout(PATIENCE, server.accept()).await
+            else {
+                return;
+            };
+            on_accept();
+            while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, ws.next()).await {
+                for reply in on_message(&message) {
+                    match reply {
+                        Reply::Send(reply, delay) => {
+                            tokio::time::sleep(delay).await;
+                            if ws.send(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                        Reply::Close(code, reason) => {
+                            let _ = tokio::time::timeout(PATIENCE, ws.close(code, reason)).await;
+                            return;
+                        }
+                        Reply::Drop => return,
+                    }
+                }
+            }
+        });
+    });
+    url_rx.recv_timeout(PATIENCE).expect("server url")
 }

@@ -18,11 +18,11 @@ use crate::deflate::{DeflateConfig, DeflateParams, ExtensionError};
 /// What the client asks for: target, origin and extra headers.
 #[derive(Debug, Clone)]
 pub struct ClientRequest {
-    host: String,
-    resource: String,
-    headers: HeaderMap,
-    deflate: Option<DeflateConfig>,
-    protocols: Vec<String>,
+    pub(super) host: String,
+    pub(super) resource: String,
+    pub(super) headers: HeaderMap,
+    pub(super) deflate: Option<DeflateConfig>,
+    pub(super) protocols: Vec<String>,
 }
 
 impl ClientRequest {
@@ -247,39 +247,58 @@ impl ClientHandshake {
             (Some(accept), None) if accept.as_bytes() == self.expected_accept.as_bytes() => {}
             _ => return Err(HandshakeError::BadAccept),
         }
-        if headers.contains_key(SEC_WEBSOCKET_EXTENSIONS) {
-            let Some(offer) = &self.deflate_offer else {
-                return Err(HandshakeError::UnexpectedExtension);
-            };
-            let values = headers
-                .get_all(SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .map(HeaderValue::as_bytes);
-            self.deflate = match offer.check_response(values) {
-                Ok(params) => params,
-                Err(ExtensionError::NotOffered) => return Err(HandshakeError::UnexpectedExtension),
-                Err(e) => return Err(HandshakeError::InvalidExtension(e)),
-            };
-        }
-        let mut protocols = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter();
-        self.protocol = match (protocols.next(), protocols.next()) {
-            (None, _) => None,
-            // §4.1: "If the response includes a |Sec-WebSocket-Protocol| header field and this
-            // header field indicates the use of a subprotocol that was not present in the
-            // client's handshake ... the client MUST _Fail the WebSocket Connection_."
-            (Some(value), None) => {
-                let value = value
-                    .to_str()
-                    .map_err(|_| HandshakeError::UnexpectedProtocol)?;
-                if !self.offered_protocols.iter().any(|p| p == value) {
-                    return Err(HandshakeError::UnexpectedProtocol);
-                }
-                Some(value.to_owned())
-            }
-            (Some(_), Some(_)) => return Err(HandshakeError::UnexpectedProtocol),
-        };
+        let (deflate, protocol) = check_selection(
+            headers,
+            self.deflate_offer.as_ref(),
+            &self.offered_protocols,
+        )?;
+        self.deflate = deflate;
+        self.protocol = protocol;
         Ok(())
     }
+}
+
+/// Checks the extension and subprotocol a server's answer selects against what the client
+/// offered (§4.1, items 5 and 6); returns the agreed deflate parameters and subprotocol. Shared
+/// by the HTTP/1.1 handshake and extended CONNECT over HTTP/2 (RFC 8441).
+pub(super) fn check_selection(
+    headers: &HeaderMap,
+    deflate_offer: Option<&DeflateConfig>,
+    offered_protocols: &[String],
+) -> Result<(Option<DeflateParams>, Option<String>), HandshakeError> {
+    let mut deflate = None;
+    if headers.contains_key(SEC_WEBSOCKET_EXTENSIONS) {
+        let Some(offer) = deflate_offer else {
+            return Err(HandshakeError::UnexpectedExtension);
+        };
+        let values = headers
+            .get_all(SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .map(HeaderValue::as_bytes);
+        deflate = match offer.check_response(values) {
+            Ok(params) => params,
+            Err(ExtensionError::NotOffered) => return Err(HandshakeError::UnexpectedExtension),
+            Err(e) => return Err(HandshakeError::InvalidExtension(e)),
+        };
+    }
+    let mut protocols = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter();
+    let protocol = match (protocols.next(), protocols.next()) {
+        (None, _) => None,
+        // §4.1: "If the response includes a |Sec-WebSocket-Protocol| header field and this
+        // header field indicates the use of a subprotocol that was not present in the
+        // client's handshake ... the client MUST _Fail the WebSocket Connection_."
+        (Some(value), None) => {
+            let value = value
+                .to_str()
+                .map_err(|_| HandshakeError::UnexpectedProtocol)?;
+            if !offered_protocols.iter().any(|p| p == value) {
+                return Err(HandshakeError::UnexpectedProtocol);
+            }
+            Some(value.to_owned())
+        }
+        (Some(_), Some(_)) => return Err(HandshakeError::UnexpectedProtocol),
+    };
+    Ok((deflate, protocol))
 }
 
 #[cfg(test)]

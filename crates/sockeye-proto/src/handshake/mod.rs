@@ -6,10 +6,15 @@
 
 mod accept_key;
 mod client;
+mod extended_connect;
 mod server;
 
 pub use accept_key::{accept_key, key_from_nonce, WEBSOCKET_GUID};
 pub use client::{ClientHandshake, ClientRequest};
+pub use extended_connect::{
+    accept_connect_response, reject_connect_response, validate_connect_request, ConnectHandshake,
+    WEBSOCKET_PROTOCOL,
+};
 pub use server::{
     accept_response, accept_response_with, is_upgrade_request, parse_request, reject_response,
     validate_request, write_response,

@@ -129,6 +129,18 @@ pub fn accept_response_with(
     protocol: Option<&str>,
 ) -> (Response<()>, Option<DeflateParams>) {
     let mut response = accept_response(request);
+    let params = add_selection(request, &mut response, deflate, protocol);
+    (response, params)
+}
+
+/// Adds the subprotocol and the permessage-deflate answer to an accepting `response`; returns
+/// the agreed deflate parameters. Shared with extended CONNECT over HTTP/2 (RFC 8441).
+pub(super) fn add_selection(
+    request: &Request<()>,
+    response: &mut Response<()>,
+    deflate: Option<&DeflateConfig>,
+    protocol: Option<&str>,
+) -> Option<DeflateParams> {
     if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
     }
@@ -148,7 +160,7 @@ pub fn accept_response_with(
                 .insert(SEC_WEBSOCKET_EXTENSIONS, value);
         }
     }
-    (response, params)
+    params
 }
 
 /// The `101 Switching Protocols` answer to a request accepted by [`parse_request`], with no

@@ -368,7 +368,7 @@ async fn subscriber(
             match decode_envelope(Bytes::copy_from_slice(message.get_payload_bytes())) {
                 Some((origin, _)) if origin == link.node() => {}
                 Some((_, message)) => {
-                    let _ = (topic, message);
+                    link.deliver(topic, message);
                 }
                 None => tracing::debug!(topic, "redis backplane: malformed message ignored"),
             }

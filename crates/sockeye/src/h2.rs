@@ -1,0 +1,718 @@
+//! WebSockets over HTTP/2 ([RFC 8441](https://www.rfc-editor.org/rfc/rfc8441), cargo feature
+//! `http2`): one TCP (+ TLS) connection carries many WebSockets, each on its own stream opened
+//! with an extended CONNECT (`:method CONNECT`, `:protocol websocket`).
+//!
+//! - **Server**: [`Server::http2(true)`](crate::Server::http2) serves HTTP/2 next to
+//!   HTTP/1.1. On a TLS listener it offers ALPN `h2` and `http/1.1` and follows the client's
+//!   choice; on a cleartext listener it recognises the HTTP/2 connection preface (h2c with
+//!   prior knowledge) and serves anything else as HTTP/1.1. HTTP/2 connections run on hyper's
+//!   HTTP/2 server with `SETTINGS_ENABLE_CONNECT_PROTOCOL`; each WebSocket stream goes through
+//!   the same Origin policy, handshake callback, subprotocol and permessage-deflate
+//!   negotiation, connection limit and handler as an HTTP/1.1 upgrade, and the handler receives
+//!   the same [`ServerStream`](crate::ServerStream) (its transport is
+//!   [`MaybeTlsStream::Http2`]). The request it receives says `HTTP/2.0` in
+//!   [`version()`](http::Request::version) and its URI is absolute (`https://host/path`, from
+//!   `:scheme`, `:authority` and `:path`); there is no `Host` header.
+//! - **Client**: [`ClientBuilder::http2(true)`](crate::ClientBuilder::http2) opens one HTTP/2
+//!   connection per WebSocket; [`H2Connection`] opens one connection and then any number of
+//!   WebSockets over it. Both fail with [`Error::Http2NotNegotiated`] when a TLS server does
+//!   not pick `h2`, and [`Error::ExtendedConnectDisabled`] when the server does not send
+//!   `SETTINGS_ENABLE_CONNECT_PROTOCOL`.
+//!
+//! Closing a WebSocket ends only its stream (END_STREAM once the close handshake is done;
+//! RST_STREAM when it is dropped); the connection and its other streams go on. HTTP/2 flow
+//! control applies per stream and per connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Empty, Full, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::ext::Protocol;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sockeye_proto::deflate::DeflateParams;
+use sockeye_proto::handshake::{
+    accept_connect_response, reject_connect_response, validate_connect_request, ClientRequest,
+    ConnectHandshake, HandshakeError, WEBSOCKET_PROTOCOL,
+};
+use sockeye_proto::Role;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{upgrade_request, ClientStream, WsUrl, MAX_ERROR_BODY};
+use crate::config::WebSocketConfig;
+use crate::error::Error;
+use crate::server::{decide, Hooks, ServerStream};
+use crate::stream::WebSocketStream;
+use crate::transport::MaybeTlsStream;
+
+/// Most WebSocket streams open at once on one HTTP/2 connection a [`Server`](crate::Server)
+/// serves (`SETTINGS_MAX_CONCURRENT_STREAMS`). Every stream also counts against
+/// [`Server::max_connections`](crate::Server::max_connections).
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// The HTTP/2 connection preface a client with prior knowledge sends first (RFC 9113 §3.4).
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One stream of an HTTP/2 connection carrying a WebSocket: the transport of
+/// [`MaybeTlsStream::Http2`]. Reading yields the stream's DATA; writing sends DATA within
+/// HTTP/2 flow control; shutting down ends the stream (END_STREAM).
+#[derive(Debug)]
+pub struct H2Stream {
+    io: TokioIo<Upgraded>,
+    peer: Option<SocketAddr>,
+    tls: bool,
+}
+
+impl H2Stream {
+    fn new(upgraded: Upgraded, peer: Option<SocketAddr>, tls: bool) -> Self {
+        Self {
+            io: TokioIo::new(upgraded),
+            peer,
+            tls,
+        }
+    }
+
+    /// The address of the peer of the HTTP/2 connection, when known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Whether the HTTP/2 connection runs over TLS (else cleartext h2c).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// What a [`Server`](crate::Server) shares with each HTTP/2 connection it serves.
+pub(crate) struct H2Serve<H> {
+    pub(crate) config: WebSocketConfig,
+    pub(crate) hooks: Hooks,
+    pub(crate) handler: Arc<H>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) limit: Arc<Semaphore>,
+}
+
+/// A WebSocket stream whose `200` is being sent: the rest of its setup, run on the
+/// connection's task set.
+struct Opening {
+    on_upgrade: OnUpgrade,
+    request: Request<()>,
+    deflate: Option<DeflateParams>,
+    protocol: Option<String>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What the per-request service needs; shared by every stream of one connection.
+struct Route {
+    config: WebSocketConfig,
+    hooks: Hooks,
+    limit: Arc<Semaphore>,
+    peer: SocketAddr,
+    opened: mpsc::UnboundedSender<Opening>,
+}
+
+/// Whether the bytes peeked at the start of a cleartext connection are (so far) the HTTP/2
+/// preface: `Some(true)` when complete, `Some(false)` when they are not, `None` when more
+/// bytes are needed to tell.
+pub(crate) fn preface_state(peeked: &[u8]) -> Option<bool> {
+    let n = peeked.len().min(PREFACE.len());
+    if peeked[..n] != PREFACE[..n] {
+        Some(false)
+    } else if n == PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Whether a cleartext connection starts with the HTTP/2 preface, without consuming it; gives
+/// up (answering `false`) after `timeout`.
+pub(crate) async fn is_h2c(tcp: &TcpStream, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0; PREFACE.len()];
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let peeked = match tokio::time::timeout(remaining, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            // EOF, error or timeout: the HTTP/1.1 path reports it.
+            _ => return false,
+        };
+        match preface_state(&buf[..peeked]) {
+            Some(found) => return found,
+            // A partial preface: `peek` would return the same bytes at once, so wait a little
+            // for the rest (bounded by the deadline).
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Serves one HTTP/2 connection until the peer closes it and its WebSocket handlers are done,
+/// or the server shuts down: GOAWAY, then each WebSocket closes with 1001.
+pub(crate) async fn serve_connection<IO, H, F>(
+    io: IO,
+    peer: SocketAddr,
+    tls: bool,
+    serve: H2Serve<H>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let H2Serve {
+        config,
+        hooks,
+        handler,
+        shutdown,
+        limit,
+    } = serve;
+    let (opened, mut openings) = mpsc::unbounded_channel();
+    let route = Arc::new(Route {
+        config: config.clone(),
+        hooks,
+        limit,
+        peer,
+        opened,
+    });
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let route = route.clone();
+        async move { Ok::<_, Infallible>(answer(request, &route)) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let max_header_list = u32::try_from(config.handshake.max_head_size).unwrap_or(u32::MAX);
+    builder
+        .enable_connect_protocol()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(max_header_list);
+    let mut connection = Some(Box::pin(
+        builder.serve_connection(TokioIo::new(io), service),
+    ));
+    let mut streams = JoinSet::new();
+    let mut shutting_down = false;
+    // A connection without WebSockets (never any, or all closed) is closed (GOAWAY) after the
+    // handshake timeout, as an HTTP/1.1 connection is after its one request.
+    let idle_limit = config.handshake_timeout;
+    let idle = tokio::time::sleep(idle_limit);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            () = &mut idle, if streams.is_empty() && !shutting_down && connection.is_some() => {
+                tracing::debug!(%peer, "idle http/2 connection: goaway");
+                shutting_down = true;
+                if let Some(connection) = connection.as_mut() {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            done = async { connection.as_mut().expect("guarded").await }, if connection.is_some() => {
+                if let Err(e) = done {
+                    tracing::debug!(%peer, error = %e, "http/2 connection ended");
+                }
+                // The service (and its sender) is dropped with the connection.
+                connection = None;
+            }
+            Some(opening) = openings.recv() => {
+                let config = config.clone();
+                let handler = handler.clone();
+                let shutdown = shutdown.clone();
+                streams.spawn(run_stream(opening, peer, tls, config, handler, shutdown));
+            }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                }
+            }
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                if let Some(connection) = connection.as_mut() {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            else => break,
+        }
+    }
+}
+
+/// Sets up one accepted WebSocket stream once hyper has sent its `200`, then runs the handler.
+async fn run_stream<H, F>(
+    opening: Opening,
+    peer: SocketAddr,
+    tls: bool,
+    config: WebSocketConfig,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) where
+    H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Opening {
+        on_upgrade,
+        request,
+        deflate,
+        protocol,
+        _permit,
+    } = opening;
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "http/2 websocket stream failed to open");
+            return;
+        }
+    };
+    let io = MaybeTlsStream::Http2(Box::new(H2Stream::new(upgraded, Some(peer), tls)));
+    let mut ws = WebSocketStream::from_raw_negotiated(io, Role::Server, config, deflate, &[]);
+    ws.set_protocol(protocol);
+    ws.set_shutdown_signal(shutdown);
+    tracing::info!(
+        %peer,
+        path = %request.uri().path(),
+        http = ?request.version(),
+        "connection open"
+    );
+    handler(ws, request).await;
+}
+
+/// The answer to one request on an HTTP/2 connection: a WebSocket stream's `200`, a refusal,
+/// or a plain HTTP answer from [`Server::on_http`](crate::Server::on_http).
+fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>> {
+    let head = head_of(&request);
+    let protocol = request
+        .extensions()
+        .get::<Protocol>()
+        .map(|p| p.as_str().to_owned());
+    if head.method() != http::Method::CONNECT && protocol.is_none() {
+        let has_body = !request.body().is_end_stream();
+        return plain(&head, has_body, route);
+    }
+    if let Err(err) = validate_connect_request(&head, protocol.as_deref()) {
+        tracing::info!(peer = %route.peer, status = err.status(), error = %err, "handshake rejected");
+        let (response, body) = reject_connect_response(&err);
+        return response.map(|()| Full::new(Bytes::from(body)));
+    }
+    let accept = match decide(&head, &route.config, &route.hooks, Some(route.peer)) {
+        Ok(accept) => accept,
+        Err(response) => {
+            tracing::info!(peer = %route.peer, status = response.status().as_u16(), "handshake refused");
+            return h2_response(*response);
+        }
+    };
+    let Ok(permit) = route.limit.clone().try_acquire_owned() else {
+        tracing::info!(peer = %route.peer, "connection limit reached: 503");
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let (mut response, deflate) = accept_connect_response(
+        &head,
+        route.config.deflate.as_ref(),
+        accept.protocol.as_deref(),
+    );
+    for (name, value) in &accept.headers {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+    let opening = Opening {
+        on_upgrade: hyper::upgrade::on(&mut request),
+        request: head,
+        deflate,
+        protocol: accept.protocol,
+        _permit: permit,
+    };
+    if route.opened.send(opening).is_err() {
+        let mut gone = Response::new(Full::default());
+        *gone.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return gone;
+    }
+    response.map(|()| Full::default())
+}
+
+/// A plain HTTP request over HTTP/2: `GET`/`HEAD` go to the `on_http` callback, as over
+/// HTTP/1.1 (413 for a request with a body); anything else, or a declined request, gets the
+/// refusal of a request that is not an extended CONNECT.
+fn plain(head: &Request<()>, has_body: bool, route: &Route) -> Response<Full<Bytes>> {
+    let is_get = matches!(*head.method(), http::Method::GET | http::Method::HEAD);
+    let answered = match &route.hooks.on_http {
+        Some(_) if is_get && has_body => {
+            let mut refusal = http::Response::new(b"request bodies are not accepted\n".to_vec());
+            *refusal.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            Some(refusal)
+        }
+        Some(on_http) if is_get => on_http(head),
+        _ => None,
+    };
+    let response = match answered {
+        Some(response) => response,
+        None => {
+            let (response, body) = reject_connect_response(&HandshakeError::MethodNotAllowed);
+            response.map(|()| body)
+        }
+    };
+    tracing::info!(
+        peer = %route.peer,
+        method = %head.method(),
+        path = %head.uri().path(),
+        status = response.status().as_u16(),
+        http = ?head.version(),
+        "http request"
+    );
+    let mut response = h2_response(response);
+    if head.method() == http::Method::HEAD {
+        *response.body_mut() = Full::default();
+    }
+    response
+}
+
+/// A response for HTTP/2: the connection-specific headers HTTP/2 forbids removed, the length
+/// set.
+fn h2_response(response: http::Response<Vec<u8>>) -> Response<Full<Bytes>> {
+    let (mut parts, body) = response.into_parts();
+    for name in [
+        http::header::CONNECTION,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+    ] {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove("keep-alive");
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts.version = http::Version::HTTP_2;
+    Response::from_parts(parts, Full::new(Bytes::from(body)))
+}
+
+/// The head of a request, for the proto crate's checks and the handler.
+fn head_of<B>(request: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = request.uri().clone();
+    *head.version_mut() = request.version();
+    *head.headers_mut() = request.headers().clone();
+    head
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// One HTTP/2 connection to a server over which WebSockets are opened, each on its own stream
+/// (RFC 8441). Cloning it shares the connection.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sockeye::Error> {
+/// use sockeye::h2::H2Connection;
+///
+/// let connection = H2Connection::connect("wss://example.com", sockeye::WebSocketConfig::default()).await?;
+/// let (chat, _) = connection.websocket("/chat").await?;
+/// let (feed, _) = connection.websocket("/feed").await?;
+/// # drop((chat, feed)); Ok(()) }
+/// ```
+///
+/// The connection lives while this handle or any of its WebSockets does; dropping every one of
+/// them closes it.
+#[derive(Debug, Clone)]
+pub struct H2Connection {
+    sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    url: WsUrl,
+    config: WebSocketConfig,
+    peer: Option<SocketAddr>,
+}
+
+/// The client's `initial_max_send_streams` before the server's SETTINGS arrive: a value no
+/// server is expected to send, so that a change shows that the SETTINGS were received.
+const UNSETTLED_STREAMS: usize = 1;
+
+impl H2Connection {
+    /// Connects to the origin of `url` (`ws://` for h2c with prior knowledge, `wss://` for
+    /// TLS with ALPN `h2`; the path is ignored) through the configured proxy if any, with the
+    /// connect and handshake timeouts of `config`, and waits for the server's SETTINGS.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Url`], [`Error::Io`], [`Error::Tls`], [`Error::ConnectTimeout`],
+    /// [`Error::HandshakeTimeout`]; [`Error::Http2NotNegotiated`] when a TLS server does not
+    /// pick `h2`, or a cleartext server closes without answering the HTTP/2 preface;
+    /// [`Error::ExtendedConnectDisabled`] when the server's SETTINGS do not enable
+    /// extended CONNECT.
+    pub async fn connect(url: &str, config: WebSocketConfig) -> Result<Self, Error> {
+        let url = WsUrl::parse(url)?;
+        Self::connect_url(url, config).await
+    }
+
+    pub(crate) async fn connect_url(url: WsUrl, config: WebSocketConfig) -> Result<Self, Error> {
+        let tcp = crate::proxy::connect_tcp(&url, &config).await?;
+        config.apply_tcp_options(&tcp)?;
+        let peer = tcp.peer_addr().ok();
+        let deadline = config.handshake_timeout;
+        tokio::time::timeout(deadline, async {
+            let io = if url.tls {
+                tls_connect_h2(tcp, &url, &config).await?
+            } else {
+                MaybeTlsStream::Plain(tcp)
+            };
+            if url.tls && io.alpn_protocol() != Some(b"h2") {
+                return Err(Error::Http2NotNegotiated);
+            }
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .initial_max_send_streams(UNSETTLED_STREAMS)
+                    .handshake(TokioIo::new(io))
+                    .await
+                    .map_err(hyper_error)?;
+            // The server's SETTINGS are its first frame: the connection's task reports whether
+            // they enable extended CONNECT as soon as they have been applied.
+            let (settled, settings) = oneshot::channel();
+            tokio::spawn(drive(Box::pin(connection), settled));
+            match settings.await {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::ExtendedConnectDisabled),
+                // The connection ended before any SETTINGS: not an HTTP/2 server (an
+                // HTTP/1.1-only server answers the h2c preface with an error and closes).
+                Err(_) => return Err(Error::Http2NotNegotiated),
+            }
+            Ok(Self {
+                sender,
+                url,
+                config,
+                peer,
+            })
+        })
+        .await
+        .map_err(|_| Error::HandshakeTimeout)?
+    }
+
+    /// Opens a WebSocket to `resource` (path and query, e.g. `/chat?room=1`) on a new stream,
+    /// offering the subprotocols and permessage-deflate of the connection's configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`websocket_with`](Self::websocket_with).
+    pub async fn websocket(&self, resource: &str) -> Result<(ClientStream, Response<()>), Error> {
+        self.websocket_with(resource, &http::HeaderMap::new()).await
+    }
+
+    /// Like [`websocket`](Self::websocket), adding `headers` to the request (`Authorization`,
+    /// `Origin`, cookies…).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Http`] with the status, headers and up to 64 KiB of the body when the server
+    /// answers other than 2xx (redirects are not followed); [`Error::Handshake`] when it
+    /// selects what was not offered; [`Error::HandshakeTimeout`]; [`Error::Io`] when the
+    /// connection has failed.
+    pub async fn websocket_with(
+        &self,
+        resource: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<(ClientStream, Response<()>), Error> {
+        let mut url = self.url.clone();
+        url.resource = if resource.is_empty() {
+            "/".to_owned()
+        } else {
+            resource.to_owned()
+        };
+        let mut request = upgrade_request(&url, &self.config)?;
+        for (name, value) in headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        tokio::time::timeout(self.config.handshake_timeout, self.open(&request))
+            .await
+            .map_err(|_| Error::HandshakeTimeout)?
+    }
+
+    async fn open(&self, request: &ClientRequest) -> Result<(ClientStream, Response<()>), Error> {
+        let scheme = if self.url.tls { "https" } else { "http" };
+        let (handshake, head) = ConnectHandshake::new(request, scheme)?;
+        let mut request = head.map(|()| Empty::<Bytes>::new());
+        request
+            .extensions_mut()
+            .insert(Protocol::from_static(WEBSOCKET_PROTOCOL));
+        let mut sender = self.sender.clone();
+        sender.ready().await.map_err(hyper_error)?;
+        let mut response = sender.send_request(request).await.map_err(hyper_error)?;
+        let head = head_of_response(&response);
+        if !response.status().is_success() {
+            let body = Limited::new(response.into_body(), MAX_ERROR_BODY)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes().to_vec())
+                .unwrap_or_default();
+            let (parts, ()) = head.into_parts();
+            return Err(Error::Http(Box::new(Response::from_parts(parts, body))));
+        }
+        let (deflate, protocol) = handshake.validate_response(&head)?;
+        let upgraded = hyper::upgrade::on(&mut response)
+            .await
+            .map_err(hyper_error)?;
+        let io = MaybeTlsStream::Http2(Box::new(H2Stream::new(upgraded, self.peer, self.url.tls)));
+        let mut ws = WebSocketStream::from_raw_negotiated(
+            io,
+            Role::Client,
+            self.config.clone(),
+            deflate,
+            &[],
+        );
+        ws.set_protocol(protocol);
+        Ok((ws, head))
+    }
+
+    /// Whether the connection has failed or been closed: no more WebSockets can be opened.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// Drives a client connection to its end, sending on `settled` whether the server enabled
+/// extended CONNECT once its first SETTINGS have been applied.
+async fn drive<T>(
+    mut connection: Pin<
+        Box<hyper::client::conn::http2::Connection<T, Empty<Bytes>, TokioExecutor>>,
+    >,
+    settled: oneshot::Sender<bool>,
+) where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    // hyper runs the HTTP/2 frames on a task of its own, which does not wake this one when the
+    // SETTINGS arrive: look every millisecond until they have (the caller's handshake timeout
+    // bounds the wait), then just drive the connection.
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let ended = loop {
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            _ = tick.tick() => {
+                let enabled = connection.is_extended_connect_protocol_enabled();
+                if enabled || connection.current_max_send_streams() != UNSETTLED_STREAMS {
+                    let _ = settled.send(enabled);
+                    break connection.await;
+                }
+                if settled.is_closed() {
+                    // The caller gave up (timeout): drop the connection.
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "http/2 connection ended");
+    }
+}
+
+/// Connects over HTTP/2 for [`ClientBuilder::http2`](crate::ClientBuilder::http2): one
+/// connection for one WebSocket.
+pub(crate) async fn connect_one(
+    url: WsUrl,
+    config: WebSocketConfig,
+    headers: &http::HeaderMap,
+) -> Result<(ClientStream, Response<()>), Error> {
+    let resource = url.resource.clone();
+    let connection = H2Connection::connect_url(url, config).await?;
+    connection.websocket_with(&resource, headers).await
+}
+
+#[cfg(feature = "rustls")]
+async fn tls_connect_h2(
+    tcp: TcpStream,
+    url: &WsUrl,
+    config: &WebSocketConfig,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    let base = match &config.tls_client {
+        Some(tls) => tls.clone(),
+        None => crate::tls::default_client_config()?,
+    };
+    let mut tls = (*base).clone();
+    // `http/1.1` too, so that a server without HTTP/2 completes the TLS handshake and the
+    // caller can report `Http2NotNegotiated` rather than a TLS alert.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    crate::tls::connect(tcp, &url.host, Arc::new(tls)).await
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn tls_connect_h2(
+    _tcp: TcpStream,
+    _url: &WsUrl,
+    _config: &WebSocketConfig,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    Err(crate::error::UrlError::TlsDisabled.into())
+}
+
+fn head_of_response<B>(response: &Response<B>) -> Response<()> {
+    let mut head = Response::new(());
+    *head.status_mut() = response.status();
+    *head.version_mut() = response.version();
+    *head.headers_mut() = response.headers().clone();
+    head
+}
+
+fn hyper_error(e: hyper::Error) -> Error {
+    Error::Io(io::Error::other(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preface_is_recognised_at_every_length() {
+        for n in 0..PREFACE.len() {
+            assert_eq!(preface_state(&PREFACE[..n]), None, "prefix of {n} bytes");
+        }
+        assert_eq!(preface_state(PREFACE), Some(true));
+        assert_eq!(preface_state(b"GET / HTTP/1.1\r\n"), Some(false));
+        assert_eq!(preface_state(b"PRX"), Some(false));
+    }
+}

@@ -1,0 +1,536 @@
+//! WebSockets over HTTP/2 (RFC 8441, feature `http2`): sockeye's client against sockeye's
+//! server over TLS (ALPN `h2`, test CA from rcgen) and cleartext h2c with prior knowledge —
+//! many WebSockets on one connection, large messages across HTTP/2 flow control, closing one
+//! stream, refusals, graceful shutdown, HTTP/1.1 clients on the same port, and a server
+//! without `SETTINGS_ENABLE_CONNECT_PROTOCOL`.
+#![cfg(feature = "http2")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use futures_util::future::join_all;
+use futures_util::StreamExt as _;
+use sockeye::h2::H2Connection;
+use sockeye::http::{Request, Version};
+use sockeye::{
+    ClientBuilder, CloseCode, DeflateConfig, Error, HandshakeDecision, Message, OriginPolicy,
+    Server, ServerStream, WebSocketConfig,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the server's handler saw: per WebSocket, the HTTP version, peer and path.
+#[derive(Debug, Default, Clone)]
+struct Seen(Arc<Mutex<Vec<(Version, SocketAddr, String)>>>);
+
+impl Seen {
+    fn all(&self) -> Vec<(Version, SocketAddr, String)> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+/// Serves `server` with an echo handler that records each connection in the returned `Seen`.
+fn serve_echo(server: Server) -> (Serving, Seen) {
+    let seen = Seen::default();
+    let record = seen.clone();
+    let serving = serve_in_background(server, move |ws: ServerStream, request: Request<()>| {
+        let peer = ws.get_ref().peer_addr().expect("peer address");
+        record.0.lock().expect("lock").push((
+            request.version(),
+            peer,
+            request.uri().path().to_owned(),
+        ));
+        echo_handler(ws, request)
+    });
+    (serving, seen)
+}
+
+/// A cleartext server with HTTP/2 (h2c prior knowledge) on, and its `ws://` origin.
+async fn h2c_server(config: WebSocketConfig) -> (Server, String) {
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .config(config)
+        .http2(true);
+    let url = format!("ws://{}", server.local_addr().expect("addr"));
+    (server, url)
+}
+
+/// A TLS server (test CA) with HTTP/2 on, its `wss://` origin and the client settings that
+/// trust it.
+async fn h2_tls_server(config: WebSocketConfig) -> (Server, String, WebSocketConfig) {
+    let ca = TestCa::new();
+    let server = tls_server(&ca.localhost(), config).await.http2(true);
+    let port = server.local_addr().expect("addr").port();
+    (
+        server,
+        format!("wss://localhost:{port}"),
+        ca.client_config(),
+    )
+}
+
+/// Opens 100 WebSockets at once over one HTTP/2 connection to `origin`, exchanges a distinct
+/// message on each (all in flight together), and checks the server saw 100 HTTP/2 handshakes
+/// from a single peer address (one TCP connection).
+async fn hundred_on_one_connection(origin: &str, config: WebSocketConfig, seen: &Seen) {
+    let connection = within("h2 connect", H2Connection::connect(origin, config))
+        .await
+        .expect("h2 connection");
+    let opened = within(
+        "open 100",
+        join_all((0..100).map(|i| {
+            let connection = connection.clone();
+            async move { connection.websocket(&format!("/socket/{i}")).await }
+        })),
+    )
+    .await;
+    let mut sockets = Vec::new();
+    for (i, result) in opened.into_iter().enumerate() {
+        let (ws, response) = result.unwrap_or_else(|e| panic!("socket {i}: {e:?}"));
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert_eq!(ws.get_ref().http_version(), Version::HTTP_2);
+        sockets.push(ws);
+    }
+    // Every socket has its message in flight before any reply is read.
+    within(
+        "send 100",
+        join_all(
+            sockets
+                .iter_mut()
+                .enumerate()
+                .map(|(i, ws)| ws.send(Message::text(format!("hello {i}")))),
+        ),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<()>, Error>>()
+    .expect("send");
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let reply = within("reply", ws.next())
+            .await
+            .expect("stream open")
+            .expect("reply");
+        assert_eq!(reply, Message::text(format!("hello {i}")));
+    }
+    let all = seen.all();
+    assert_eq!(all.len(), 100);
+    assert!(all
+        .iter()
+        .all(|(version, _, _)| *version == Version::HTTP_2));
+    let peers: HashSet<SocketAddr> = all.iter().map(|(_, peer, _)| *peer).collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "one TCP connection carries them all: {peers:?}"
+    );
+    let paths: HashSet<&str> = all.iter().map(|(_, _, path)| path.as_str()).collect();
+    assert_eq!(paths.len(), 100);
+    for mut ws in sockets {
+        within("close", ws.close(CloseCode::NORMAL, ""))
+            .await
+            .expect("close");
+        assert!(ws.close_info().expect("closed").was_clean);
+    }
+}
+
+#[tokio::test]
+async fn h2c_carries_100_concurrent_websockets_on_one_connection() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, seen) = serve_echo(server);
+    hundred_on_one_connection(&origin, WebSocketConfig::default(), &seen).await;
+}
+
+#[tokio::test]
+async fn h2_over_tls_carries_100_concurrent_websockets_on_one_connection() {
+    let (server, origin, client) = h2_tls_server(WebSocketConfig::default()).await;
+    let (_serving, seen) = serve_echo(server);
+    hundred_on_one_connection(&origin, client, &seen).await;
+}
+
+/// Echoes large messages on two sockets of one connection at once: each message is several
+/// times the HTTP/2 stream and connection windows, so flow control must work both ways.
+async fn large_messages(origin: &str, config: WebSocketConfig) {
+    let connection = within("h2 connect", H2Connection::connect(origin, config))
+        .await
+        .expect("h2 connection");
+    let (mut a, _) = within("open a", connection.websocket("/a"))
+        .await
+        .expect("a");
+    let (mut b, _) = within("open b", connection.websocket("/b"))
+        .await
+        .expect("b");
+    let big_binary = Message::binary(pattern(4 << 20, 1));
+    let big_text = Message::text("x".repeat((1 << 20) + 7));
+    let (ra, rb) = tokio::join!(
+        round_trip(&mut a, big_binary.clone()),
+        round_trip(&mut b, big_text.clone())
+    );
+    assert_eq!(ra, big_binary);
+    assert_eq!(rb, big_text);
+    // And again the other way round, on the same streams.
+    let (ra, rb) = tokio::join!(
+        round_trip(&mut a, big_text.clone()),
+        round_trip(&mut b, big_binary.clone())
+    );
+    assert_eq!(ra, big_text);
+    assert_eq!(rb, big_binary);
+}
+
+#[tokio::test]
+async fn h2c_echoes_messages_of_several_mebibytes() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, _seen) = serve_echo(server);
+    large_messages(&origin, WebSocketConfig::default()).await;
+}
+
+#[tokio::test]
+async fn h2_over_tls_echoes_messages_of_several_mebibytes() {
+    let (server, origin, client) = h2_tls_server(WebSocketConfig::default()).await;
+    let (_serving, _seen) = serve_echo(server);
+    large_messages(&origin, client).await;
+}
+
+#[tokio::test]
+async fn closing_or_dropping_one_websocket_leaves_the_others_open() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, _seen) = serve_echo(server);
+    let connection = within(
+        "h2 connect",
+        H2Connection::connect(&origin, WebSocketConfig::default()),
+    )
+    .await
+    .expect("h2 connection");
+    let mut sockets = Vec::new();
+    for i in 0..4 {
+        let (ws, _) = within("open", connection.websocket(&format!("/{i}")))
+            .await
+            .expect("open");
+        sockets.push(ws);
+    }
+    let mut dropped = sockets.pop().expect("four");
+    let mut closed = sockets.pop().expect("three");
+    // A clean close handshake on one stream...
+    within("close", closed.close(CloseCode::NORMAL, "done"))
+        .await
+        .expect("close");
+    let info = closed.close_info().expect("closed");
+    assert!(info.was_clean, "{info:?}");
+    assert_eq!(info.code, CloseCode::NORMAL);
+    // ...and an abrupt end of another (its stream is reset).
+    assert_eq!(
+        round_trip(&mut dropped, Message::text("last")).await,
+        Message::text("last")
+    );
+    drop(dropped);
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let message = Message::text(format!("still here {i}"));
+        assert_eq!(round_trip(ws, message.clone()).await, message);
+    }
+    assert!(!connection.is_closed());
+    // The connection still opens new streams.
+    let (mut fresh, _) = within("open again", connection.websocket("/again"))
+        .await
+        .expect("open again");
+    assert_eq!(
+        round_trip(&mut fresh, Message::binary(vec![1, 2, 3])).await,
+        Message::binary(vec![1, 2, 3])
+    );
+}
+
+#[tokio::test]
+async fn refused_handshakes_show_their_status_and_leave_the_connection_usable() {
+    let (server, origin, client) = h2_tls_server(WebSocketConfig::default()).await;
+    let server = server
+        .origin_policy(OriginPolicy::AllowList(vec!["https://good.example".into()]))
+        .on_handshake(|hs| {
+            if hs.request.uri().path() == "/private" {
+                let mut refusal = sockeye::http::Response::new(b"token required\n".to_vec());
+                *refusal.status_mut() = sockeye::http::StatusCode::UNAUTHORIZED;
+                refusal.headers_mut().insert(
+                    "www-authenticate",
+                    sockeye::http::HeaderValue::from_static("Bearer"),
+                );
+                HandshakeDecision::Reject(refusal)
+            } else {
+                HandshakeDecision::Accept(sockeye::Accept::with_protocol(
+                    hs.default_protocol.clone(),
+                ))
+            }
+        });
+    let (_serving, seen) = serve_echo(server);
+    let connection = within("h2 connect", H2Connection::connect(&origin, client.clone()))
+        .await
+        .expect("h2 connection");
+
+    match within("private", connection.websocket("/private")).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert_eq!(response.body(), b"token required\n");
+        }
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    let mut evil = sockeye::http::HeaderMap::new();
+    evil.insert("origin", "https://evil.example".parse().expect("value"));
+    match within("bad origin", connection.websocket_with("/public", &evil)).await {
+        Err(Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    // The same refusal through ClientBuilder::http2 (one connection per socket).
+    let refused = within(
+        "builder private",
+        ClientBuilder::new(format!("{origin}/private"))
+            .config(client.clone())
+            .http2(true)
+            .connect(),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(Error::Http(r)) if r.status() == 401),
+        "{refused:?}"
+    );
+
+    let mut good = sockeye::http::HeaderMap::new();
+    good.insert("origin", "https://good.example".parse().expect("value"));
+    let (mut ws, _) = within("good origin", connection.websocket_with("/public", &good))
+        .await
+        .expect("allowed origin");
+    assert_eq!(
+        round_trip(&mut ws, Message::text("ok")).await,
+        Message::text("ok")
+    );
+    assert_eq!(
+        seen.all().len(),
+        1,
+        "only the accepted socket reaches the handler"
+    );
+}
+
+#[tokio::test]
+async fn subprotocol_and_permessage_deflate_are_negotiated_over_h2() {
+    let server_config = WebSocketConfig::default()
+        .protocols(["v2.chat", "v1.chat"])
+        .deflate(Some(DeflateConfig::default()));
+    let (server, origin) = h2c_server(server_config).await;
+    let (_serving, _seen) = serve_echo(server);
+    let (mut ws, response) = within(
+        "connect",
+        ClientBuilder::new(format!("{origin}/chat"))
+            .config(WebSocketConfig::default().deflate(Some(DeflateConfig::default())))
+            .protocols(["v1.chat"])
+            .http2(true)
+            .connect(),
+    )
+    .await
+    .expect("connect over h2c");
+    assert_eq!(response.status(), 200);
+    assert_eq!(ws.protocol(), Some("v1.chat"));
+    assert!(
+        ws.extensions().contains("permessage-deflate"),
+        "{}",
+        ws.extensions()
+    );
+    let text = Message::text("compress me ".repeat(10_000));
+    assert_eq!(round_trip(&mut ws, text.clone()).await, text);
+}
+
+#[tokio::test]
+async fn http11_clients_still_work_on_an_http2_server() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, seen) = serve_echo(server);
+    let (mut ws, response) = within("h1 connect", sockeye::connect(&format!("{origin}/h1")))
+        .await
+        .expect("http/1.1 client");
+    assert_eq!(response.status(), 101);
+    assert_eq!(ws.get_ref().http_version(), Version::HTTP_11);
+    assert_eq!(
+        round_trip(&mut ws, Message::text("one")).await,
+        Message::text("one")
+    );
+
+    let (server, origin, client) = h2_tls_server(WebSocketConfig::default()).await;
+    let (_serving_tls, seen_tls) = serve_echo(server);
+    let (mut ws, _) = within(
+        "h1 over tls",
+        sockeye::connect_with_config(&format!("{origin}/h1"), client),
+    )
+    .await
+    .expect("http/1.1 over tls");
+    assert_eq!(ws.get_ref().alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        round_trip(&mut ws, Message::text("two")).await,
+        Message::text("two")
+    );
+    assert_eq!(seen.all()[0].0, Version::HTTP_11);
+    assert_eq!(seen_tls.all()[0].0, Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn a_tls_server_without_http2_is_reported_clearly() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca.localhost(), WebSocketConfig::default()).await;
+    let port = server.local_addr().expect("addr").port();
+    let (_serving, _seen) = serve_echo(server);
+    let result = within(
+        "h2 to an http/1.1-only server",
+        H2Connection::connect(&format!("wss://localhost:{port}"), ca.client_config()),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(Error::Http2NotNegotiated)),
+        "{result:?}"
+    );
+}
+
+/// A bare hyper HTTP/2 server that does not enable extended CONNECT.
+async fn plain_h2_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        // Bounded: the test makes one connection.
+        if let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, Infallible>(hyper::Response::new(http_body_util::Empty::<
+                    hyper::body::Bytes,
+                >::new()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_without_enable_connect_protocol_is_a_clear_error() {
+    let addr = plain_h2_server().await;
+    let result = within(
+        "connect",
+        ClientBuilder::new(format!("ws://{addr}/"))
+            .http2(true)
+            .connect(),
+    )
+    .await;
+    match result {
+        Err(err @ Error::ExtendedConnectDisabled) => {
+            assert!(err.to_string().contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"));
+        }
+        other => panic!("expected ExtendedConnectDisabled, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_h2_websockets_with_1001() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (mut serving, _seen) = serve_echo(server);
+    let connection = within(
+        "h2 connect",
+        H2Connection::connect(&origin, WebSocketConfig::default()),
+    )
+    .await
+    .expect("h2 connection");
+    let (mut a, _) = within("open", connection.websocket("/a")).await.expect("a");
+    let (mut b, _) = within("open", connection.websocket("/b")).await.expect("b");
+    assert_eq!(
+        round_trip(&mut a, Message::text("x")).await,
+        Message::text("x")
+    );
+    assert_eq!(
+        round_trip(&mut b, Message::text("y")).await,
+        Message::text("y")
+    );
+    serving.signal();
+    for ws in [&mut a, &mut b] {
+        // The server's close frame arrives; the stream then ends.
+        while let Some(item) = within("closing", ws.next()).await {
+            if item.is_err() {
+                break;
+            }
+        }
+        let info = ws.close_info().expect("closed");
+        assert_eq!(info.code, CloseCode::GOING_AWAY, "{info:?}");
+    }
+    within("server stops", serving.task)
+        .await
+        .expect("join")
+        .expect("serve");
+}
+
+#[tokio::test]
+async fn plain_requests_over_h2_reach_on_http() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let server = server.on_http(|request| {
+        (request.uri().path() == "/page").then(|| {
+            sockeye::http::Response::new(format!("page over {:?}", request.version()).into_bytes())
+        })
+    });
+    let (_serving, _seen) = serve_echo(server);
+    let addr = origin.trim_start_matches("ws://").to_owned();
+    let tcp = TcpStream::connect(&addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<hyper::body::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2c handshake");
+    tokio::spawn(connection);
+    for (path, status, body) in [("/page", 200, "page over HTTP/2.0"), ("/missing", 405, "")] {
+        let request = hyper::Request::get(format!("http://{addr}{path}"))
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let response = within("get", sender.send_request(request))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), status, "{path}");
+        let bytes = within(
+            "body",
+            http_body_util::BodyExt::collect(response.into_body()),
+        )
+        .await
+        .expect("body")
+        .to_bytes();
+        if !body.is_empty() {
+            assert_eq!(bytes, body.as_bytes());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_h2_connection_without_websockets_is_closed_after_the_handshake_timeout() {
+    let timeout = std::time::Duration::from_millis(300);
+    let (server, origin) = h2c_server(WebSocketConfig::default().handshake_timeout(timeout)).await;
+    let (_serving, _seen) = serve_echo(server);
+    let connection = within(
+        "h2 connect",
+        H2Connection::connect(&origin, WebSocketConfig::default()),
+    )
+    .await
+    .expect("h2 connection");
+    let (mut ws, _) = within("open", connection.websocket("/x"))
+        .await
+        .expect("open");
+    // An open WebSocket keeps the connection, however long it is quiet.
+    tokio::time::sleep(timeout * 3).await;
+    assert_eq!(
+        round_trip(&mut ws, Message::text("still")).await,
+        Message::text("still")
+    );
+    assert!(!connection.is_closed());
+    within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("close");
+    // Without one, the server sends GOAWAY and the connection ends.
+    within("goaway", async {
+        while !connection.is_closed() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
