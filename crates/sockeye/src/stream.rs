@@ -272,7 +272,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.next().await
     }
 
-    /// Sends a message and waits until it is written to the transport.
+    /// Sends a message: waits until it is written to the transport, or, when a received
+    /// message is already waiting to be read, only queues it.
+    ///
+    /// The second case is what makes an echo or request-response loop
+    /// (`while let Some(m) = ws.next().await { ws.send(m).await? }`) answer a burst of messages
+    /// with one write instead of one per message: the next
+    /// [`next`](futures_util::StreamExt::next) returns
+    /// the waiting message at once, and whatever is queued is written before the stream waits
+    /// for input, together with the answers to the rest of the burst. Queued data is also
+    /// written by [`flush`](Self::flush), [`close`](Self::close) and the next `send` that finds
+    /// no message waiting; it is dropped with the stream. The `Sink` implementation (and so a
+    /// [`SplitSink`]) always writes before its `send` completes.
     ///
     /// # Errors
     ///
@@ -289,6 +300,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         let message = message.into();
         poll_fn(|cx| self.poll_ready_inner(cx)).await?;
         self.start_send_inner(message)?;
+        if self.conn.pending_events() > 0 {
+            // A received message is ready: the caller's next read returns it without waiting,
+            // and the stream writes this one before it waits for input (`poll_next_inner`).
+            return Ok(());
+        }
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
