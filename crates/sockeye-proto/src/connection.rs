@@ -353,6 +353,25 @@ impl Connection {
             }
             match self.read {
                 ReadState::Discard => return &[],
+                ReadState::Header if self.header_len == 0 => {
+                    // The usual case: the whole header is in this read; parse it in place.
+                    match FrameHeader::parse(data) {
+                        Ok(None) => {
+                            // At most MAX_HEADER_SIZE - 1 bytes, or the header would be whole.
+                            self.header_buf[..data.len()].copy_from_slice(data);
+                            self.header_len = data.len();
+                            return &[];
+                        }
+                        Ok(Some((header, used))) => {
+                            data = &data[used..];
+                            self.start_frame(header);
+                        }
+                        Err(err) => {
+                            self.fail(err);
+                            return &[];
+                        }
+                    }
+                }
                 ReadState::Header => {
                     let take = (MAX_HEADER_SIZE - self.header_len).min(data.len());
                     let had = self.header_len;
@@ -791,6 +810,12 @@ impl Connection {
                 return self.fail(err);
             }
         } else {
+            if self.message.is_empty() && self.message.capacity() < chunk.len() {
+                // Small messages are carved one after another out of a block of at least
+                // MESSAGE_BLOCK bytes (`finish_message` splits each off), so one allocation
+                // serves many of them; a buffer the application has given back is reused.
+                self.message.reserve(chunk.len().max(MESSAGE_BLOCK));
+            }
             let start = self.message.len();
             self.message.extend_from_slice(chunk);
             if let Some(key) = header.mask {
@@ -1039,6 +1064,10 @@ enum Deferred {
 
 /// Scratch buffers larger than this are freed after use rather than kept.
 const SCRATCH_KEEP: usize = 64 << 10;
+
+/// Smallest block reserved for received messages: messages up to this size share one
+/// allocation, split off it in turn (an application that keeps one of them keeps the block).
+const MESSAGE_BLOCK: usize = 4 << 10;
 
 /// permessage-deflate state of a connection.
 struct Deflate {
