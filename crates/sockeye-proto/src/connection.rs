@@ -406,7 +406,7 @@ impl Connection {
                         remaining,
                         offset: offset + take,
                     };
-                    self.handle_payload(&header, chunk, offset);
+                    self.handle_payload(&header, chunk, offset, data.len());
                     if remaining == 0 && matches!(self.read, ReadState::Payload { .. }) {
                         self.finish_frame(&header);
                     }
@@ -793,7 +793,15 @@ impl Connection {
         Ok(())
     }
 
-    fn handle_payload(&mut self, header: &FrameHeader, chunk: &[u8], offset: usize) {
+    /// Takes the payload bytes `chunk` of the current frame, `offset` bytes into it; `following`
+    /// bytes of input come after it in this read.
+    fn handle_payload(
+        &mut self,
+        header: &FrameHeader,
+        chunk: &[u8],
+        offset: usize,
+        following: usize,
+    ) {
         if header.opcode.is_control() {
             let start = self.control.len();
             self.control.extend_from_slice(chunk);
@@ -811,10 +819,13 @@ impl Connection {
             }
         } else {
             if self.message.is_empty() && self.message.capacity() < chunk.len() {
-                // Small messages are carved one after another out of a block of at least
-                // MESSAGE_BLOCK bytes (`finish_message` splits each off), so one allocation
-                // serves many of them; a buffer the application has given back is reused.
-                self.message.reserve(chunk.len().max(MESSAGE_BLOCK));
+                // The messages that follow in the same read are carved one after another out of
+                // one block of up to MESSAGE_BLOCK bytes (`finish_message` splits each off), so
+                // one allocation serves a burst of small messages, while a lone message gets no
+                // more than its size (nothing idle is kept). A block the application has given
+                // back is reused in place.
+                let burst = (chunk.len() + following).min(MESSAGE_BLOCK);
+                self.message.reserve(chunk.len().max(burst));
             }
             let start = self.message.len();
             self.message.extend_from_slice(chunk);
@@ -1065,7 +1076,7 @@ enum Deferred {
 /// Scratch buffers larger than this are freed after use rather than kept.
 const SCRATCH_KEEP: usize = 64 << 10;
 
-/// Smallest block reserved for received messages: messages up to this size share one
+/// Largest block reserved at once for the small messages of one read: they share one
 /// allocation, split off it in turn (an application that keeps one of them keeps the block).
 const MESSAGE_BLOCK: usize = 4 << 10;
 
