@@ -58,11 +58,14 @@ trap cleanup EXIT
 # start_server KIND: starts the echo server, sets SERVER_PID and ADDR.
 start_server() {
     local log=$OUT/server.log
+    # Removed first: otherwise the previous server's address may be read before the new server
+    # has even truncated the log.
+    rm -f "$log"
     "${PIN_SERVER[@]}" "$BIN/echo_server" "$1" 127.0.0.1:0 >"$log" 2>&1 &
     SERVER_PID=$!
     ADDR=""
     for _ in $(seq 1 200); do
-        ADDR=$(grep -o '127\.0\.0\.1:[0-9]*' "$log" | head -1 || true)
+        ADDR=$(grep -o '127\.0\.0\.1:[0-9]*' "$log" 2>/dev/null | head -1 || true)
         [ -n "$ADDR" ] && return 0
         sleep 0.02
     done

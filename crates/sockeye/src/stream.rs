@@ -524,7 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             match self.conn.poll_event() {
                 Some(Event::Message(message)) => {
                     if message.is_data() {
-                        self.liveness.last_message = Instant::now();
+                        self.note_message();
                     } else if let Poll::Ready(Err(e)) = self.poll_drain() {
                         // A ping's pong or a close's echo goes out at once. Data the
                         // application queued waits until the stream has no message ready, so
@@ -612,10 +612,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// Records data traffic for the idle timeout; without one there is no clock to read.
+    fn note_message(&mut self) {
+        if self.config.idle_timeout.is_some() {
+            self.liveness.last_message = Instant::now();
+        }
+    }
+
     fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
         self.check_usable()?;
         if message.is_data() {
-            self.liveness.last_message = Instant::now();
+            self.note_message();
         }
         match message {
             Message::Text(text) => self.conn.send(DataKind::Text, text.as_bytes()),
