@@ -357,10 +357,12 @@ impl Connection {
                     // The usual case: the whole header is in this read; parse it in place.
                     match FrameHeader::parse(data) {
                         Ok(None) => {
-                            // At most MAX_HEADER_SIZE - 1 bytes, or the header would be whole.
-                            self.header_buf[..data.len()].copy_from_slice(data);
-                            self.header_len = data.len();
-                            return &[];
+                            // Shorter than the header, so shorter than MAX_HEADER_SIZE; were it
+                            // not, the rest would go through the general path below.
+                            let keep = data.len().min(MAX_HEADER_SIZE);
+                            self.header_buf[..keep].copy_from_slice(&data[..keep]);
+                            self.header_len = keep;
+                            data = &data[keep..];
                         }
                         Ok(Some((header, used))) => {
                             data = &data[used..];
