@@ -720,6 +720,63 @@ fn summarize(results: &str) -> String {
             median(&mut server)
         );
     }
+    out.push_str(&per_server_cpu(&table, &order, &servers));
+    out
+}
+
+/// The second table: the same runs counted per CPU-second of the server, which does not depend
+/// on whether the server got a whole core (a busy machine) or the client kept it busy (a load
+/// client near 1.0 CPU, as in `handshakes` on an idle machine).
+fn per_server_cpu(
+    table: &BTreeMap<String, BTreeMap<String, Repetitions>>,
+    order: &[String],
+    servers: &[&str],
+) -> String {
+    let mut out = String::from(
+        "\nPer CPU-second of the server (rate / server CPU share), median; ratios paired per repetition:\n\n\
+         | scenario | sockeye | tokio-tungstenite | fastwebsockets | raw TCP | sockeye/tungstenite | sockeye/fastwebsockets | sockeye/raw |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let efficiency = |reps: &Repetitions| -> BTreeMap<u32, f64> {
+        reps.iter()
+            .filter(|(_, v)| v.2 > 0.0)
+            .map(|(rep, v)| (*rep, v.0 / v.2))
+            .collect()
+    };
+    for scenario in order {
+        let by_server = &table[scenario];
+        let per_cpu: BTreeMap<&str, BTreeMap<u32, f64>> = servers
+            .iter()
+            .filter_map(|s| by_server.get(*s).map(|reps| (*s, efficiency(reps))))
+            .filter(|(_, e)| !e.is_empty())
+            .collect();
+        if per_cpu.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "| {scenario} |");
+        for server in servers {
+            let mut values: Vec<f64> = per_cpu
+                .get(server)
+                .map(|e| e.values().copied().collect())
+                .unwrap_or_default();
+            let _ = write!(out, " {} |", human(median(&mut values)));
+        }
+        for other in &servers[1..] {
+            let mut ratios: Vec<f64> = match (per_cpu.get("sockeye"), per_cpu.get(other)) {
+                (Some(ours), Some(theirs)) => ours
+                    .iter()
+                    .filter_map(|(rep, v)| theirs.get(rep).map(|w| v / w))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if ratios.is_empty() {
+                out.push_str(" — |");
+            } else {
+                let _ = write!(out, " {:.2} |", median(&mut ratios));
+            }
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -769,5 +826,10 @@ mod tests {
         let summary = summarize(results);
         assert!(summary.contains("**2.50** (2.00–3.00)"), "{summary}");
         assert!(summary.contains(" 250 (200–300) |"), "{summary}");
+        // Per server CPU-second: 200/1 and 300/1 against 100/1: the same ratios.
+        assert!(
+            summary.contains("| e | 250 | — | 100 | — | — | 2.50 | — |"),
+            "{summary}"
+        );
     }
 }
