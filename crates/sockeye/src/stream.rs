@@ -4,6 +4,7 @@
 use std::future::{poll_fn, Future as _};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
@@ -30,10 +31,24 @@ use crate::mask::OsMaskSource;
 /// last `poll_next`, `write` that of the last `Sink` poll, `send`, `flush` or `close`; the
 /// transport and the close timer are only ever polled with the proxy, so neither half can
 /// overwrite the other's waker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct WakerPair {
     read: AtomicWaker,
     write: AtomicWaker,
+    /// A timer or the shutdown signal woke the stream (or one was armed): the next
+    /// housekeeping polls them. Without it they are not polled at all, since each holds the
+    /// (unchanging) [`HousekeepingWaker`] already.
+    housekeeping_due: AtomicBool,
+}
+
+impl Default for WakerPair {
+    fn default() -> Self {
+        Self {
+            read: AtomicWaker::new(),
+            write: AtomicWaker::new(),
+            housekeeping_due: AtomicBool::new(true),
+        }
+    }
 }
 
 impl Wake for WakerPair {
@@ -44,6 +59,22 @@ impl Wake for WakerPair {
     fn wake_by_ref(self: &Arc<Self>) {
         self.read.wake();
         self.write.wake();
+    }
+}
+
+/// The waker the keepalive, idle and write timers and the shutdown signal are polled with:
+/// records that housekeeping is due, then wakes both halves like the proxy.
+#[derive(Debug)]
+struct HousekeepingWaker(Arc<WakerPair>);
+
+impl Wake for HousekeepingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.housekeeping_due.store(true, Ordering::Release);
+        self.0.wake_by_ref();
     }
 }
 
@@ -76,6 +107,8 @@ pub struct WebSocketStream<S> {
     io_failed: bool,
     wakers: Arc<WakerPair>,
     proxy: Waker,
+    /// Wakes like `proxy` and marks housekeeping as due; see [`HousekeepingWaker`].
+    housekeeping_waker: Waker,
     liveness: Liveness,
     /// Why this end aborted the connection, reported when the stream ends.
     aborted: Option<AbortReason>,
@@ -169,6 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         conn.handle_bytes(leftover);
         let wakers = Arc::new(WakerPair::default());
         let proxy = Waker::from(wakers.clone());
+        let housekeeping_waker = Waker::from(Arc::new(HousekeepingWaker(wakers.clone())));
         Self {
             io,
             conn,
@@ -183,6 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             io_failed: false,
             wakers,
             proxy,
+            housekeeping_waker,
             liveness: Liveness {
                 last_read: Instant::now(),
                 last_message: Instant::now(),
@@ -210,6 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// while the stream is being polled. Used by [`Server`](crate::Server).
     pub(crate) fn set_shutdown_signal(&mut self, token: CancellationToken) {
         self.liveness.shutdown = Some(Box::pin(token.cancelled_owned()));
+        self.housekeeping_due();
     }
 
     /// Queues a message without waiting.
@@ -654,7 +690,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     fn arm_write_timer(&mut self) {
         if let (Some(timeout), None) = (self.config.write_timeout, &self.liveness.write_blocked) {
             self.liveness.write_blocked = Some(Box::pin(tokio::time::sleep(timeout)));
+            self.housekeeping_due();
         }
+    }
+
+    /// Makes the next housekeeping poll the timers and the shutdown signal (one was armed).
+    fn housekeeping_due(&self) {
+        self.wakers.housekeeping_due.store(true, Ordering::Release);
     }
 
     /// Ends the connection for a local reason: drops queued output, queues a close frame.
@@ -677,12 +719,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Runs the shutdown signal and the keepalive, idle and write timers (registered with the
-    /// proxy waker, so either half is woken). Returns true when it changed the connection.
+    /// housekeeping waker, so either half is woken). Returns true when it changed the
+    /// connection.
+    ///
+    /// It runs each time the stream is about to wait, but polls only when one of them woke the
+    /// stream or was armed since: polling them is not free (the shutdown signal takes a lock),
+    /// and a poll that is not due finds nothing ready.
     fn poll_housekeeping(&mut self) -> bool {
         if self.closed.is_some() || self.conn.state() == State::Closed {
             return false;
         }
-        let mut cx = Context::from_waker(&self.proxy);
+        if !self.wakers.housekeeping_due.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let mut cx = Context::from_waker(&self.housekeeping_waker);
         let mut changed = false;
         if let Some(shutdown) = self.liveness.shutdown.as_mut() {
             if shutdown.as_mut().poll(&mut cx).is_ready() {
@@ -812,8 +862,8 @@ mod tests {
     #[test]
     fn stream_stays_small() {
         let size = std::mem::size_of::<WebSocketStream<tokio::net::TcpStream>>();
-        // 632 bytes on x86_64 Linux with Rust 1.95 (1,048 with the settings and close state inline).
-        assert!(size <= 640, "WebSocketStream<TcpStream> is {size} bytes");
+        // 648 bytes on x86_64 Linux with Rust 1.95 (1,048 with the settings and close state inline).
+        assert!(size <= 656, "WebSocketStream<TcpStream> is {size} bytes");
     }
 
     /// A server's mask source is a zero-sized stand-in (RFC 6455 §5.1: servers never mask); its
