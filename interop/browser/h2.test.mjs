@@ -210,7 +210,7 @@ async function main() {
   const opened = await waitLog(/connection open.*path=\/room\/alpha /, 2, "websocket openings for /room/alpha");
   const notH2 = opened.filter((l) => !/http=HTTP\/2\.0/.test(l));
   if (notH2.length > 0) fail(`websockets opened without HTTP/2:\n${notH2.join("\n")}`);
-  const pages = await waitLog(/http request.*path=\/ .*status=200/, 2, "page requests");
+  const pages = await waitLog(/http request.*path=\/(\?\S*)? .*status=200/, 2, "page requests");
   if (!pages.every((l) => /http=HTTP\/2\.0/.test(l))) fail(`page not served over HTTP/2:\n${pages.join("\n")}`);
   const peers = new Set(opened.map((l) => l.match(/peer=(\S+)/)?.[1]));
   console.log(`browser: server log: ${opened.length} websocket openings over HTTP/2, ` +

@@ -164,6 +164,11 @@ pub struct Connection {
     /// Whether the fragmented message being sent is compressed.
     sending_compressed: bool,
     out: Vec<u8>,
+    /// Payloads queued by [`send_shared`](Connection::send_shared) without a copy, in order:
+    /// each goes on the wire between `out[..position]` and `out[position..]`.
+    /// Boxed and created on first use: a connection lives inline in the stream, idle or not.
+    #[allow(clippy::box_collection, reason = "8 bytes inline instead of 32")]
+    shared: Option<Box<VecDeque<(usize, Bytes)>>>,
     /// Kind of the fragmented message being sent, if any.
     sending: Option<DataKind>,
     close_sent: bool,
@@ -215,6 +220,7 @@ impl Connection {
             compressed: false,
             sending_compressed: false,
             out: Vec::new(),
+            shared: None,
             sending: None,
             close_sent: false,
             close_received: false,
@@ -287,6 +293,12 @@ impl Connection {
     pub fn buffered_amount(&self) -> usize {
         self.out.len()
             + self
+                .shared
+                .iter()
+                .flat_map(|queue| queue.iter())
+                .map(|(_, p)| p.len())
+                .sum::<usize>()
+            + self
                 .pending_pongs
                 .iter()
                 .map(|p| p.len() + 2)
@@ -353,6 +365,27 @@ impl Connection {
             }
             match self.read {
                 ReadState::Discard => return &[],
+                ReadState::Header if self.header_len == 0 => {
+                    // The usual case: the whole header is in this read; parse it in place.
+                    match FrameHeader::parse(data) {
+                        Ok(None) => {
+                            // Shorter than the header, so shorter than MAX_HEADER_SIZE; were it
+                            // not, the rest would go through the general path below.
+                            let keep = data.len().min(MAX_HEADER_SIZE);
+                            self.header_buf[..keep].copy_from_slice(&data[..keep]);
+                            self.header_len = keep;
+                            data = &data[keep..];
+                        }
+                        Ok(Some((header, used))) => {
+                            data = &data[used..];
+                            self.start_frame(header);
+                        }
+                        Err(err) => {
+                            self.fail(err);
+                            return &[];
+                        }
+                    }
+                }
                 ReadState::Header => {
                     let take = (MAX_HEADER_SIZE - self.header_len).min(data.len());
                     let had = self.header_len;
@@ -387,7 +420,7 @@ impl Connection {
                         remaining,
                         offset: offset + take,
                     };
-                    self.handle_payload(&header, chunk, offset);
+                    self.handle_payload(&header, chunk, offset, data.len());
                     if remaining == 0 && matches!(self.read, ReadState::Payload { .. }) {
                         self.finish_frame(&header);
                     }
@@ -480,6 +513,19 @@ impl Connection {
     /// [`Transmit::Idle`].
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Transmit {
         self.write_pending_pongs();
+        if let Some(shared) = self.shared.take() {
+            // Shared payloads are copied in place here; `poll_transmit_segments` avoids that.
+            out.reserve(self.buffered_amount());
+            let mut written = 0;
+            for (position, payload) in *shared {
+                out.extend_from_slice(&self.out[written..position]);
+                out.extend_from_slice(&payload);
+                written = position;
+            }
+            out.extend_from_slice(&self.out[written..]);
+            self.out.clear();
+            return Transmit::Bytes;
+        }
         if !self.out.is_empty() {
             if out.is_empty() {
                 std::mem::swap(out, &mut self.out);
@@ -493,6 +539,78 @@ impl Connection {
             return Transmit::Shutdown;
         }
         Transmit::Idle
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), but payloads queued by
+    /// [`send_shared`](Self::send_shared) are handed out as they are instead of being copied
+    /// into `out`: each is added to `shared` as `(position, payload)`, meaning that `payload`
+    /// goes on the wire after `out[..position]` and before `out[position..]` (positions index
+    /// `out` as it is on return, in increasing order). Meant for vectored writes.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use sockeye_proto::{Config, Connection, DataKind, Role, Transmit, SHARE_THRESHOLD};
+    ///
+    /// let mut server = Connection::new(Role::Server, Config::default(), Box::new(|| [0u8; 4]));
+    /// let payload = Bytes::from(vec![7u8; SHARE_THRESHOLD]);
+    /// server.send_shared(DataKind::Binary, payload.clone()).unwrap();
+    /// server.ping(b"p").unwrap();
+    /// let (mut out, mut shared) = (Vec::new(), Vec::new());
+    /// assert_eq!(server.poll_transmit_segments(&mut out, &mut shared), Transmit::Bytes);
+    /// // Header (4 bytes: 16-bit length), then the payload itself, then the ping.
+    /// assert_eq!(out, [0x82, 126, 0x40, 0x00, 0x89, 1, b'p']);
+    /// assert_eq!(shared, [(4, payload)]);
+    /// ```
+    pub fn poll_transmit_segments(
+        &mut self,
+        out: &mut Vec<u8>,
+        shared: &mut impl Extend<(usize, Bytes)>,
+    ) -> Transmit {
+        self.write_pending_pongs();
+        let Some(queue) = self.shared.take() else {
+            return self.poll_transmit(out);
+        };
+        let base = out.len();
+        shared.extend(
+            queue
+                .into_iter()
+                .map(|(position, payload)| (base + position, payload)),
+        );
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.out);
+        } else {
+            out.append(&mut self.out);
+        }
+        Transmit::Bytes
+    }
+
+    /// Queues a whole message as one frame, like [`send`](Self::send), taking the payload as
+    /// shared [`Bytes`]. When the frame needs neither masking (a server's) nor compression and
+    /// the payload has at least [`SHARE_THRESHOLD`] bytes, only the header is encoded and the
+    /// queue keeps the payload itself, which
+    /// [`poll_transmit_segments`](Self::poll_transmit_segments) hands out without a copy;
+    /// otherwise this is [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        if payload.len() < SHARE_THRESHOLD
+            || self.role == Role::Client
+            || self.should_compress(payload.len())
+        {
+            return self.send(kind, &payload);
+        }
+        self.check_open()?;
+        if self.sending.is_some() {
+            return Err(SendError::FragmentInProgress);
+        }
+        FrameHeader::new(opcode_of(kind), payload.len() as u64).encode(&mut self.out);
+        let position = self.out.len();
+        self.shared
+            .get_or_insert_with(Box::default)
+            .push_back((position, payload));
+        Ok(())
     }
 
     /// Queues a whole message as one frame.
@@ -620,6 +738,7 @@ impl Connection {
         self.deferred = None;
         self.stashed = Vec::new();
         self.out.clear();
+        self.shared = None;
         self.pending_pongs.clear();
         if !self.close_sent && code.is_sendable() {
             self.write_close(Some(code), reason);
@@ -774,7 +893,15 @@ impl Connection {
         Ok(())
     }
 
-    fn handle_payload(&mut self, header: &FrameHeader, chunk: &[u8], offset: usize) {
+    /// Takes the payload bytes `chunk` of the current frame, `offset` bytes into it; `following`
+    /// bytes of input come after it in this read.
+    fn handle_payload(
+        &mut self,
+        header: &FrameHeader,
+        chunk: &[u8],
+        offset: usize,
+        following: usize,
+    ) {
         if header.opcode.is_control() {
             let start = self.control.len();
             self.control.extend_from_slice(chunk);
@@ -791,6 +918,27 @@ impl Connection {
                 return self.fail(err);
             }
         } else {
+            let frame_len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+            if self.message.is_empty()
+                && offset == 0
+                && frame_len > MESSAGE_BLOCK
+                && self.config.max_message_size.is_some()
+                && self.message.capacity() < frame_len
+            {
+                // A large frame gets its whole announced length at once (only under a
+                // `max_message_size`, which `check_header` held it to): growing by doubling would copy it again
+                // on every step and, with the common allocators, map fresh pages for each
+                // message instead of reusing freed ones.
+                self.message.reserve(frame_len);
+            } else if self.message.is_empty() && self.message.capacity() < chunk.len() {
+                // The messages that follow in the same read are carved one after another out of
+                // one block of up to MESSAGE_BLOCK bytes (`finish_message` splits each off), so
+                // one allocation serves a burst of small messages, while a lone message gets no
+                // more than its size (nothing idle is kept). A block the application has given
+                // back is reused in place.
+                let burst = (chunk.len() + following).min(MESSAGE_BLOCK);
+                self.message.reserve(chunk.len().max(burst));
+            }
             let start = self.message.len();
             self.message.extend_from_slice(chunk);
             if let Some(key) = header.mask {
@@ -1037,8 +1185,17 @@ enum Deferred {
     Close(Option<CloseFrame>),
 }
 
+/// Payloads from this size on are queued by [`Connection::send_shared`] without a copy (when
+/// they need no masking or compression): below it, copying the payload next to its header costs
+/// less than a second segment in the write.
+pub const SHARE_THRESHOLD: usize = 16 << 10;
+
 /// Scratch buffers larger than this are freed after use rather than kept.
 const SCRATCH_KEEP: usize = 64 << 10;
+
+/// Largest block reserved at once for the small messages of one read: they share one
+/// allocation, split off it in turn (an application that keeps one of them keeps the block).
+const MESSAGE_BLOCK: usize = 4 << 10;
 
 /// permessage-deflate state of a connection.
 struct Deflate {
@@ -1136,6 +1293,201 @@ mod tests {
         };
         assert_eq!(closed(wire.len()), CloseCode::INVALID_PAYLOAD);
         assert_eq!(closed(1), CloseCode::INVALID_PAYLOAD);
+    }
+
+    fn server() -> Connection {
+        Connection::new(Role::Server, Config::default(), Box::new(|| [0u8; 4]))
+    }
+
+    /// The wire bytes of `out` with each shared payload put in at its position.
+    fn splice(out: &[u8], shared: &[(usize, Bytes)]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut written = 0;
+        for (position, payload) in shared {
+            assert!(*position >= written && *position <= out.len(), "{position}");
+            wire.extend_from_slice(&out[written..*position]);
+            wire.extend_from_slice(payload);
+            written = *position;
+        }
+        wire.extend_from_slice(&out[written..]);
+        wire
+    }
+
+    /// A mix of small and large messages and control frames, sent through `send_shared` on one
+    /// connection and through `send` on another.
+    fn send_mix(conn: &mut Connection, shared: bool, payloads: &[Bytes]) {
+        for (i, payload) in payloads.iter().enumerate() {
+            let kind = if i % 2 == 0 {
+                DataKind::Binary
+            } else {
+                DataKind::Text
+            };
+            if shared {
+                conn.send_shared(kind, payload.clone()).unwrap();
+            } else {
+                conn.send(kind, payload).unwrap();
+            }
+            conn.ping(&[i as u8]).unwrap();
+        }
+        conn.close(CloseCode::NORMAL, "bye").unwrap();
+    }
+
+    fn mix() -> Vec<Bytes> {
+        [
+            10,
+            SHARE_THRESHOLD,
+            200,
+            SHARE_THRESHOLD - 1,
+            70_000,
+            3 << 20,
+            0,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| Bytes::from(vec![b'a' + i as u8; len]))
+        .collect()
+    }
+
+    #[test]
+    fn shared_payloads_go_out_uncopied_and_in_order() {
+        let payloads = mix();
+        let mut expected = Vec::new();
+        let mut plain = server();
+        send_mix(&mut plain, false, &payloads);
+        assert_eq!(plain.poll_transmit(&mut expected), Transmit::Bytes);
+
+        let mut conn = server();
+        send_mix(&mut conn, true, &payloads);
+        assert_eq!(conn.buffered_amount(), expected.len());
+        // Something already in the caller's buffer: positions count from its start.
+        let mut out = b"xyz".to_vec();
+        let mut shared = Vec::new();
+        assert_eq!(
+            conn.poll_transmit_segments(&mut out, &mut shared),
+            Transmit::Bytes
+        );
+        assert_eq!(conn.buffered_amount(), 0);
+        // The three payloads of at least SHARE_THRESHOLD bytes, the very allocations given.
+        let large: Vec<&Bytes> = payloads
+            .iter()
+            .filter(|p| p.len() >= SHARE_THRESHOLD)
+            .collect();
+        assert_eq!(shared.len(), large.len());
+        for ((_, got), given) in shared.iter().zip(&large) {
+            assert_eq!(got.as_ptr(), given.as_ptr());
+            assert_eq!(got.len(), given.len());
+        }
+        let wire = splice(&out, &shared);
+        assert_eq!(&wire[..3], b"xyz");
+        assert_eq!(wire[3..], expected[..]);
+        assert_eq!(
+            conn.poll_transmit_segments(&mut out, &mut shared),
+            Transmit::Idle
+        );
+    }
+
+    #[test]
+    fn plain_poll_transmit_copies_shared_payloads_in_place() {
+        let payloads = mix();
+        let mut expected = Vec::new();
+        let mut plain = server();
+        send_mix(&mut plain, false, &payloads);
+        let _ = plain.poll_transmit(&mut expected);
+        let mut conn = server();
+        send_mix(&mut conn, true, &payloads);
+        let mut out = b"xyz".to_vec();
+        assert_eq!(conn.poll_transmit(&mut out), Transmit::Bytes);
+        assert_eq!(out[3..], expected[..]);
+        assert_eq!(conn.buffered_amount(), 0);
+    }
+
+    #[test]
+    fn shared_payloads_survive_transmits_in_between() {
+        // A pong owed (written at the next transmit) and frames queued after a first transmit.
+        let big = Bytes::from(vec![9u8; SHARE_THRESHOLD * 2]);
+        let mut conn = server();
+        conn.handle_bytes(&[0x89, 0x81, 0, 0, 0, 0, b'q']);
+        conn.send_shared(DataKind::Binary, big.clone()).unwrap();
+        let (mut out, mut shared) = (Vec::new(), Vec::new());
+        let _ = conn.poll_transmit_segments(&mut out, &mut shared);
+        let mut wire = splice(&out, &shared);
+        out.clear();
+        shared.clear();
+        conn.send(DataKind::Text, b"t").unwrap();
+        conn.send_shared(DataKind::Binary, big.clone()).unwrap();
+        let _ = conn.poll_transmit_segments(&mut out, &mut shared);
+        wire.extend(splice(&out, &shared));
+
+        let mut plain = server();
+        plain.handle_bytes(&[0x89, 0x81, 0, 0, 0, 0, b'q']);
+        plain.send(DataKind::Binary, &big).unwrap();
+        let mut expected = Vec::new();
+        let _ = plain.poll_transmit(&mut expected);
+        plain.send(DataKind::Text, b"t").unwrap();
+        plain.send(DataKind::Binary, &big).unwrap();
+        let _ = plain.poll_transmit(&mut expected);
+        // The pong, owed before the first transmit, follows the first message.
+        let pong = 4 + big.len();
+        assert_eq!(expected[pong..pong + 3], [0x8A, 1, b'q']);
+        assert!(wire == expected, "wire bytes differ");
+    }
+
+    #[test]
+    fn masked_compressed_or_small_payloads_are_copied() {
+        let big = Bytes::from(vec![5u8; SHARE_THRESHOLD * 4]);
+        let mut client =
+            Connection::new(Role::Client, Config::default(), Box::new(|| [1, 2, 3, 4]));
+        let mut deflating = server().with_deflate(DeflateParams::new(), &DeflateConfig::default());
+        let mut small = server();
+        for (conn, payload) in [
+            (&mut client, big.clone()),
+            (&mut deflating, big.clone()),
+            (&mut small, big.slice(..SHARE_THRESHOLD - 1)),
+        ] {
+            conn.send_shared(DataKind::Binary, payload).unwrap();
+            let (mut out, mut shared) = (Vec::new(), Vec::new());
+            assert_eq!(
+                conn.poll_transmit_segments(&mut out, &mut shared),
+                Transmit::Bytes
+            );
+            assert!(shared.is_empty());
+            assert!(!out.is_empty());
+        }
+        // The client's frame is masked with its key, as `send` would.
+        let mut expected = Vec::new();
+        let mut plain = Connection::new(Role::Client, Config::default(), Box::new(|| [1, 2, 3, 4]));
+        plain.send(DataKind::Binary, &big).unwrap();
+        let _ = plain.poll_transmit(&mut expected);
+        client.send_shared(DataKind::Binary, big.clone()).unwrap();
+        let mut out = Vec::new();
+        let _ = client.poll_transmit(&mut out);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn send_shared_checks_like_send() {
+        let big = Bytes::from(vec![1u8; SHARE_THRESHOLD]);
+        let mut conn = server();
+        conn.send_fragment(DataKind::Text, b"a", false).unwrap();
+        assert_eq!(
+            conn.send_shared(DataKind::Binary, big.clone()),
+            Err(SendError::FragmentInProgress)
+        );
+        conn.send_fragment(DataKind::Text, b"b", true).unwrap();
+        conn.send_shared(DataKind::Binary, big.clone()).unwrap();
+        conn.close(CloseCode::NORMAL, "").unwrap();
+        assert_eq!(
+            conn.send_shared(DataKind::Binary, big.clone()),
+            Err(SendError::Closed)
+        );
+        // An abort drops queued payloads with the rest of the output.
+        let mut conn = server();
+        conn.send_shared(DataKind::Binary, big.clone()).unwrap();
+        conn.abort(CloseCode::POLICY_VIOLATION, "slow");
+        let (mut out, mut shared) = (Vec::new(), Vec::new());
+        let _ = conn.poll_transmit_segments(&mut out, &mut shared);
+        assert!(shared.is_empty());
+        assert_eq!(out[0], 0x88, "only the close frame is left");
     }
 
     #[test]

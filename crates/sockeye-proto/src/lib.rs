@@ -22,6 +22,7 @@ mod message;
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use connection::{
     Closed, Connection, Event, Initiator, MaskSource, Role, State, Transmit, MAX_PENDING_PONGS,
+    SHARE_THRESHOLD,
 };
 pub use error::{ProtocolError, SendError};
 pub use frame::{CloseCode, CloseFrame};

@@ -9,7 +9,7 @@
 //!   HTTP/2 server with `SETTINGS_ENABLE_CONNECT_PROTOCOL`; each WebSocket stream goes through
 //!   the same Origin policy, handshake callback, subprotocol and permessage-deflate
 //!   negotiation, connection limit and handler as an HTTP/1.1 upgrade, and the handler receives
-//!   the same [`ServerStream`](crate::ServerStream) (its transport is
+//!   the same [`ServerStream`] (its transport is
 //!   [`MaybeTlsStream::Http2`]). The request it receives says `HTTP/2.0` in
 //!   [`version()`](http::Request::version) and its URI is absolute (`https://host/path`, from
 //!   `:scheme`, `:authority` and `:path`); there is no `Host` header.
@@ -319,7 +319,7 @@ async fn run_stream<H, F>(
     ws.set_shutdown_signal(shutdown);
     tracing::info!(
         %peer,
-        path = %request.uri().path(),
+        path = %path_and_query(&request),
         http = ?request.version(),
         "connection open"
     );
@@ -406,7 +406,7 @@ fn plain(head: &Request<()>, has_body: bool, route: &Route) -> Response<Full<Byt
     tracing::info!(
         peer = %route.peer,
         method = %head.method(),
-        path = %head.uri().path(),
+        path = %path_and_query(head),
         status = response.status().as_u16(),
         http = ?head.version(),
         "http request"
@@ -435,6 +435,12 @@ fn h2_response(response: http::Response<Vec<u8>>) -> Response<Full<Bytes>> {
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     parts.version = http::Version::HTTP_2;
     Response::from_parts(parts, Full::new(Bytes::from(body)))
+}
+
+/// The path and query of a request's absolute URI, as an HTTP/1.1 request line has it (for the
+/// access log).
+fn path_and_query(request: &Request<()>) -> &str {
+    request.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// The head of a request, for the proto crate's checks and the handler.

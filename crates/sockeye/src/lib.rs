@@ -16,6 +16,7 @@
 //! | handlers / events, browser-shaped | [`WebSocket::new`], [`WebSocket::builder`] | [`Server::on_connection`] |
 //! | blocking, no runtime | [`blocking::connect`] | [`blocking::accept`] |
 //! | hyper / axum (features `hyper`, `axum`) | | `upgrade::upgrade`, `axum::WebSocketUpgrade` |
+//! | over HTTP/2, RFC 8441 (feature `http2`) | `ClientBuilder::http2`, `h2::H2Connection` | `Server::http2` |
 //!
 //! [`WebSocket`] follows the browser's `WebSocket` member by member: see the
 //! [browser-parity table](websocket#the-browser-interface-member-by-member).

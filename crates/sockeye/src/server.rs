@@ -823,7 +823,9 @@ impl Server {
                     tracing::debug!(%peer, error = %e, "cannot set socket options");
                 }
                 let accepted = tokio::select! {
-                    accepted = open(tcp, peer, &config, &hooks, tls, http2) => accepted,
+                    // Boxed: the handshake's state (several KiB) is freed once it is done,
+                    // instead of sizing every connection's task for it.
+                    accepted = Box::pin(open(tcp, peer, &config, &hooks, tls, http2)) => accepted,
                     () = shutdown.cancelled() => return,
                 };
                 match accepted {
@@ -841,15 +843,7 @@ impl Server {
                         crate::h2::serve_connection(io, peer, tls, serve).await;
                     }
                     Ok(Opened::WebSocket(ws, request)) => {
-                        let mut ws = *ws;
-                        tracing::info!(
-                            %peer,
-                            path = %request.uri(),
-                            http = ?request.version(),
-                            "connection open"
-                        );
-                        ws.set_shutdown_signal(shutdown);
-                        handler(ws, request).await;
+                        start_handler(&*handler, (*ws, request), peer, shutdown).await;
                     }
                     Err(Error::Handshake(err)) => log_rejected(peer, &err),
                     Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
@@ -880,6 +874,23 @@ impl Server {
 enum NoTls {}
 
 /// TLS (when configured) and the WebSocket handshake, within the handshake timeout.
+/// Hands an upgraded connection to the handler. A plain function, not part of the task's async
+/// block: there, the stream and request, once borrowed, would keep slots of their own in the
+/// task beside the handler's future (which holds them again) for the connection's whole life.
+fn start_handler<H, F>(
+    handler: &H,
+    (mut ws, request): (ServerStream, Request<()>),
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> F
+where
+    H: Fn(ServerStream, Request<()>) -> F,
+{
+    tracing::info!(%peer, path = %request.uri(), http = ?request.version(), "connection open");
+    ws.set_shutdown_signal(shutdown);
+    handler(ws, request)
+}
+
 async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,

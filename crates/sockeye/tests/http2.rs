@@ -534,3 +534,118 @@ async fn an_h2_connection_without_websockets_is_closed_after_the_handshake_timeo
     })
     .await;
 }
+
+/// A raw extended CONNECT stream to a sockeye h2c server, driven by hand: hyper's client
+/// without sockeye's, so that the test writes the WebSocket frames itself.
+async fn raw_h2_stream(
+    addr: SocketAddr,
+    path: &str,
+) -> RawPeer<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<hyper::body::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2c handshake");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = within("extended connect", sender.send_request(request))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("sec-websocket-accept"));
+    let upgraded = within("upgrade", hyper::upgrade::on(&mut response))
+        .await
+        .expect("upgraded stream");
+    RawPeer::new(hyper_util::rt::TokioIo::new(upgraded), Some([1, 2, 3, 4]))
+}
+
+#[tokio::test]
+async fn protocol_violations_over_h2_get_the_rfc_6455_close_codes() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, _seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+
+    // A well-formed exchange first: the server echoes, unmasked.
+    let mut peer = raw_h2_stream(addr, "/ok").await;
+    peer.send_frame(true, TEXT, b"hi").await;
+    let echo = within("echo", peer.read_frame()).await.expect("frame");
+    assert_eq!(
+        (echo.opcode, echo.masked, echo.payload.as_slice()),
+        (TEXT, false, &b"hi"[..])
+    );
+
+    // Invalid UTF-8 in a text message: 1007.
+    let mut peer = raw_h2_stream(addr, "/utf8").await;
+    peer.send_frame(true, TEXT, &[0xff, 0xfe]).await;
+    let close = within("close", peer.read_frame())
+        .await
+        .expect("close frame");
+    assert_eq!(close.close_code().0, 1007);
+
+    // An unmasked frame from a client: 1002.
+    let mut peer = raw_h2_stream(addr, "/unmasked").await;
+    peer.mask = None;
+    peer.send_frame(true, BINARY, b"x").await;
+    let close = within("close", peer.read_frame())
+        .await
+        .expect("close frame");
+    assert_eq!(close.close_code().0, 1002);
+}
+
+#[tokio::test]
+async fn invalid_extended_connects_get_the_rfc_status() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<hyper::body::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2c handshake");
+    tokio::spawn(connection);
+    // (sec-websocket-version, :protocol) -> status
+    for (version, protocol, status) in [
+        (Some("8"), Some("websocket"), 426),
+        (None, Some("websocket"), 400),
+        (Some("13"), Some("webtransport"), 400),
+    ] {
+        let mut builder = hyper::Request::builder()
+            .method("CONNECT")
+            .uri(format!("http://{addr}/x"));
+        if let Some(version) = version {
+            builder = builder.header("sec-websocket-version", version);
+        }
+        let mut request = builder.body(http_body_util::Empty::new()).expect("request");
+        if let Some(protocol) = protocol {
+            request
+                .extensions_mut()
+                .insert(hyper::ext::Protocol::from_static(protocol));
+        }
+        let response = within("answer", sender.send_request(request))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), status, "{version:?} {protocol:?}");
+        if status == 426 {
+            assert_eq!(response.headers()["sec-websocket-version"], "13");
+        }
+        assert!(!response.headers().contains_key("connection"));
+    }
+    assert!(
+        seen.all().is_empty(),
+        "no refused stream reaches the handler"
+    );
+}
