@@ -16,6 +16,7 @@
 //!
 //! `GET /metrics` answers the hub's counters in the Prometheus text format.
 
+use std::fmt;
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,16 @@ pub(crate) enum Mode {
     Broadcast,
 }
 
+impl fmt::Display for Mode {
+    /// The mode as it is spelled on the command line (`echo`, `broadcast`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What broadcast mode does with a client whose queue is full.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum SlowPolicy {
@@ -62,7 +73,8 @@ const DEFAULT_BROADCAST_QUEUE_SIZE: usize = 4 << 20;
 const SLOW_CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Largest file `--static` serves; larger ones are refused with 403. Responses are built in
-/// memory, so this bounds the memory a request costs.
+/// memory, so this bounds the memory a request costs, and the time it blocks the runtime (see
+/// [`read_file`]).
 const MAX_STATIC_FILE_SIZE: u64 = 16 << 20;
 
 /// The chat demo page served at `/`.
@@ -118,7 +130,7 @@ pub(crate) struct ServeArgs {
     max_connections: usize,
     /// On SIGINT/SIGTERM, how many seconds to wait for connections to finish their close
     /// handshakes (each is closed with 1001) before dropping them.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::non_negative)]
     shutdown_timeout: f64,
     #[command(flatten)]
     limits: Limits,
@@ -162,9 +174,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => ("ws", "http"),
     };
     let addr = server.local_addr()?;
+    // Installed before the URL is printed: whoever reads it may send SIGTERM at once.
+    let terminated = crate::termination();
     // Scripts and tests read the WebSocket URL from the first line.
-    println!(
-        "sockeye: listening on {scheme}://{addr}/ (mode {:?}{}{})",
+    say(format_args!(
+        "sockeye: listening on {scheme}://{addr}/ (mode {}{}{})",
         args.mode,
         if args.limits.deflate {
             ", permessage-deflate"
@@ -172,10 +186,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ""
         },
         if args.http2 { ", http/2" } else { "" }
-    );
+    ));
     match &static_dir {
-        Some(dir) => println!("sockeye: serving {} at {web}://{addr}/", dir.display()),
-        None => println!("sockeye: open {web}://{addr}/ in a browser for the chat demo"),
+        Some(dir) => say(format_args!(
+            "sockeye: serving {} at {web}://{addr}/",
+            dir.display()
+        )),
+        None => say(format_args!(
+            "sockeye: open {web}://{addr}/ in a browser for the chat demo"
+        )),
     }
     let slow_consumer = match args.slow_consumer {
         SlowPolicy::Close => SlowConsumer::Close(CloseCode::POLICY_VIOLATION),
@@ -188,7 +207,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let hub = match backplane {
         Some(backplane) => {
             // Not the URL itself: it may hold a password.
-            println!("sockeye: rooms shared through Redis (--redis)");
+            say(format_args!(
+                "sockeye: rooms shared through Redis (--redis)"
+            ));
             Hub::with_backplane(hub_config, backplane)
         }
         None => Hub::new(hub_config),
@@ -204,7 +225,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = {
         let shutdown = shutdown.clone();
         async move {
-            shutdown_signal().await;
+            terminated.await;
+            note(format_args!(
+                "sockeye: shutting down (closing connections with 1001)"
+            ));
             shutdown.cancel();
         }
     };
@@ -213,12 +237,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server
                 .serve_with_shutdown(
                     move |mut ws, request| {
+                        let peer = peer_of(&ws);
                         // Counted as a connection in /metrics; subscribed to nothing.
                         let connection = hub.subscriber();
                         async move {
                             echo(&mut ws).await;
                             drop(connection);
-                            log_closed(&ws, &request);
+                            log_closed(&ws, &request, peer);
                         }
                     },
                     signal,
@@ -230,7 +255,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server
                 .serve_with_shutdown(
                     move |ws, request| {
-                        broadcast(ws, request, handler_hub.subscriber(), shutdown.clone())
+                        let peer = peer_of(&ws);
+                        let member = handler_hub.subscriber();
+                        broadcast(ws, request, peer, member, shutdown.clone())
                     },
                     signal,
                 )
@@ -238,33 +265,31 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let metrics = hub.metrics();
             let slow = metrics.evicted;
             if slow > 0 {
-                eprintln!("sockeye: {slow} slow client(s) were disconnected with 1008");
+                note(format_args!(
+                    "sockeye: {slow} slow client(s) were disconnected with 1008"
+                ));
             }
         }
     }
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+/// Prints `line` on stdout. Write errors are logged at `debug` and otherwise ignored: a
+/// server whose stdout reader went away (a closed pipe: EPIPE) keeps serving, where `println!`
+/// would panic.
+fn say(line: fmt::Arguments<'_>) {
+    write_line(&mut std::io::stdout().lock(), line);
+}
+
+/// Like [`say`], on stderr.
+fn note(line: fmt::Arguments<'_>) {
+    write_line(&mut std::io::stderr().lock(), line);
+}
+
+fn write_line(out: &mut dyn std::io::Write, line: fmt::Arguments<'_>) {
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::debug!(error = %e, "cannot print {line:?}");
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    eprintln!("sockeye: shutting down (closing connections with 1001)");
 }
 
 /// Echoes every data message until the connection ends. Replies are queued with `feed`; the
@@ -286,13 +311,16 @@ pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketSt
     }
 }
 
+/// The peer's address, read when the connection opens: once it has closed the socket may no
+/// longer know it.
+fn peer_of(ws: &ServerStream) -> Option<SocketAddr> {
+    ws.get_ref().peer_addr().ok()
+}
+
 /// The access log line for the end of a WebSocket connection (its opening is logged by
-/// `sockeye::Server`).
-fn log_closed(ws: &ServerStream, request: &Request<()>) {
-    let peer = ws
-        .get_ref()
-        .peer_addr()
-        .map_or_else(|_| "-".to_owned(), |a| a.to_string());
+/// `sockeye::Server`); `peer` is [`peer_of`] the connection when it opened.
+fn log_closed(ws: &ServerStream, request: &Request<()>, peer: Option<SocketAddr>) {
+    let peer = peer.map_or_else(|| "-".to_owned(), |a| a.to_string());
     let code = ws
         .close_info()
         .map_or_else(|| "-".to_owned(), |closed| closed.code.to_string());
@@ -305,6 +333,7 @@ fn log_closed(ws: &ServerStream, request: &Request<()>) {
 async fn broadcast(
     mut ws: ServerStream,
     request: Request<()>,
+    peer: Option<SocketAddr>,
     mut member: sockeye::hub::Subscriber,
     shutdown: CancellationToken,
 ) {
@@ -348,7 +377,7 @@ async fn broadcast(
         let closing = ws.close(code, "too slow");
         let _ = tokio::time::timeout(SLOW_CLIENT_CLOSE_TIMEOUT, closing).await;
     }
-    log_closed(&ws, &request);
+    log_closed(&ws, &request, peer);
 }
 
 /// `/metrics`: the hub's counters in the Prometheus text format.
@@ -466,9 +495,24 @@ fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, StatusCode> {
     Ok(file)
 }
 
-/// Reads a whole file of at most [`MAX_STATIC_FILE_SIZE`] bytes.
+/// Reads a whole file of at most [`MAX_STATIC_FILE_SIZE`] bytes (403 for a larger one, refused
+/// by its size before reading when the file system tells it).
+///
+/// This is blocking I/O on the runtime's thread: `Server::on_http` takes a synchronous callback,
+/// run on the connection's task, and `sockeye` runs on a current-thread runtime, where
+/// `tokio::task::block_in_place` panics and `spawn_blocking` could only be awaited by an async
+/// callback. Making the runtime multi-threaded or the callback async would be a larger change
+/// than the risk: a read is bounded by the size cap, and reading a local file of at most
+/// 16 MiB holds the other connections up for milliseconds (longer on a slow or network file
+/// system). `--static` is for the demo and small sites, not for serving large files.
 fn read_file(file: &Path) -> Result<Vec<u8>, StatusCode> {
     let opened = std::fs::File::open(file).map_err(|_| StatusCode::NOT_FOUND)?;
+    if opened
+        .metadata()
+        .is_ok_and(|meta| meta.len() > MAX_STATIC_FILE_SIZE)
+    {
+        return Err(StatusCode::FORBIDDEN);
+    }
     let mut body = Vec::new();
     opened
         .take(MAX_STATIC_FILE_SIZE + 1)
@@ -539,6 +583,42 @@ mod tests {
         ] {
             assert!(body.lines().any(|l| l == line), "{line} in {body}");
         }
+    }
+
+    #[test]
+    fn modes_print_as_spelled_on_the_command_line() {
+        assert_eq!(Mode::Echo.to_string(), "echo");
+        assert_eq!(Mode::Broadcast.to_string(), "broadcast");
+        // And parse back.
+        assert!(matches!(Mode::from_str("echo", false), Ok(Mode::Echo)));
+        assert!(matches!(
+            Mode::from_str("broadcast", false),
+            Ok(Mode::Broadcast)
+        ));
+    }
+
+    #[test]
+    fn read_file_refuses_files_over_the_cap() {
+        let dir = std::env::temp_dir().join(format!("sockeye-serve-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let at_cap = dir.join("at-cap.bin");
+        let over = dir.join("over.bin");
+        // Sparse files: no 16 MiB written.
+        std::fs::File::create(&at_cap)
+            .unwrap()
+            .set_len(MAX_STATIC_FILE_SIZE)
+            .unwrap();
+        std::fs::File::create(&over)
+            .unwrap()
+            .set_len(MAX_STATIC_FILE_SIZE + 1)
+            .unwrap();
+        assert_eq!(
+            read_file(&at_cap).map(|body| body.len() as u64),
+            Ok(MAX_STATIC_FILE_SIZE)
+        );
+        assert_eq!(read_file(&over), Err(StatusCode::FORBIDDEN));
+        assert_eq!(read_file(&dir.join("missing")), Err(StatusCode::NOT_FOUND));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

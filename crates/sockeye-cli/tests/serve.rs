@@ -26,6 +26,15 @@ async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// `fut`, which must complete before `deadline`: for each pass of a loop whose whole run is
+/// bounded, where [`within`] would give every pass a fresh [`PATIENCE`].
+async fn before<F: Future>(deadline: tokio::time::Instant, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
 /// A running `sockeye serve`, killed when dropped.
 struct Serve {
     child: Child,
@@ -97,10 +106,12 @@ impl Serve {
     }
 }
 
-/// The next data message, skipping control messages; panics at the end of the stream.
+/// The next data message, skipping control messages; panics at the end of the stream, or when
+/// none comes within [`PATIENCE`] however many control messages (keepalive pings) do.
 async fn next_data(ws: &mut ClientStream, who: &str) -> Message {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        match within(who, ws.next()).await {
+        match before(deadline, who, ws.next()).await {
             Some(Ok(message)) if message.is_data() => return message,
             Some(Ok(_)) => {}
             other => panic!("{who}: expected a message, got {other:?}"),
@@ -359,8 +370,10 @@ async fn a_client_that_does_not_read_does_not_stop_the_others() {
     }
     // The stalled client gets what was buffered for it, then the connection ends.
     let mut received = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        match within("the stalled client is disconnected", stalled.next()).await {
+        let next = stalled.next();
+        match before(deadline, "the stalled client is disconnected", next).await {
             Some(Ok(message)) if message.is_data() => received += 1,
             Some(Ok(_)) => {}
             Some(Err(_)) | None => break,
@@ -415,17 +428,37 @@ async fn the_access_log_in_a_pipe_has_no_colour_codes() {
         .find(|word| word.starts_with("ws://"))
         .unwrap_or_else(|| panic!("no ws:// URL in {first:?}"))
         .to_owned();
+    // The mode as the command line spells it, not `Echo`.
+    assert!(first.contains("(mode echo"), "{first}");
     let (mut ws, _) = within("connect", sockeye::connect(&url))
         .await
         .expect("connect");
+    let local = ws
+        .get_ref()
+        .get_ref()
+        .expect("a TCP connection")
+        .local_addr()
+        .expect("local address");
     within("close", ws.close(CloseCode::NORMAL, ""))
         .await
         .expect("close");
-    // Read the log until the connection's end shows up in it.
+    // A second client resets its connection (RST): the server's socket then no longer knows
+    // its peer's address, but the log line still names it.
+    let (mut reset, _) = within("connect", sockeye::connect(&url))
+        .await
+        .expect("connect");
+    reset.send(Message::text("x")).await.expect("send");
+    assert_eq!(next_data(&mut reset, "echo").await, Message::text("x"));
+    let tcp = reset.get_ref().get_ref().expect("a TCP connection");
+    let reset_local = tcp.local_addr().expect("local address");
+    tcp.set_zero_linger().expect("SO_LINGER 0");
+    drop(reset);
+    // Read the log until both connections' ends show up in it.
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut log = String::new();
-    while !log.contains("connection closed") {
-        let line = within("the access log", stderr.next_line())
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while log.matches("connection closed").count() < 2 {
+        let line = before(deadline, "the access log", stderr.next_line())
             .await
             .expect("read")
             .unwrap_or_else(|| panic!("the log ended: {log:?}"));
@@ -433,4 +466,124 @@ async fn the_access_log_in_a_pipe_has_no_colour_codes() {
         log.push('\n');
     }
     assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+    // The closing line names the peer, read when the connection opened: the socket may no
+    // longer know it when the connection has closed.
+    for peer in [local, reset_local] {
+        assert!(
+            log.lines().any(|line| line.contains("connection closed")
+                && line.contains(&format!("peer={peer} "))),
+            "no closing line for {peer} in {log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_timeout_must_be_a_number_0_or_more() {
+    for bad in ["-1", "nan", "inf", "soon"] {
+        let output = within(
+            "sockeye serve refuses the option",
+            Command::new(env!("CARGO_BIN_EXE_sockeye"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .arg(format!("--shutdown-timeout={bad}"))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("run sockeye serve");
+        assert_eq!(output.status.code(), Some(2), "--shutdown-timeout={bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("expected a number, 0 or more"),
+            "--shutdown-timeout={bad}: {stderr}"
+        );
+    }
+}
+
+/// A free loopback port, for a server whose stdout cannot tell its address. Another process
+/// could take it in between; nothing else on this machine listens on random ports.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_the_server() {
+    let addr = free_port();
+    // Stdout is a pipe whose reader is gone before the server starts: every write to it fails
+    // with EPIPE, the first line included.
+    let (writer, reader) = tokio::net::unix::pipe::pipe().expect("pipe");
+    drop(reader);
+    let stdout = writer.into_blocking_fd().expect("pipe fd");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye"))
+        .args(["serve", "--mode", "echo", "--listen", &addr.to_string()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sockeye serve");
+    let url = format!("ws://{addr}/");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut ws = loop {
+        match before(deadline, "connect", sockeye::connect(&url)).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(
+                    child.try_wait().expect("try_wait").is_none(),
+                    "sockeye serve exited before listening: {e}"
+                );
+                before(
+                    deadline,
+                    "the server listens",
+                    tokio::time::sleep(Duration::from_millis(20)),
+                )
+                .await;
+            }
+        }
+    };
+    ws.send(Message::text("still serving")).await.expect("send");
+    assert_eq!(
+        next_data(&mut ws, "echo").await,
+        Message::text("still serving")
+    );
+    let waiting = tokio::spawn(async move {
+        while let Some(item) = ws.next().await {
+            item.expect("a clean close");
+        }
+        ws.close_info().expect("close info").code
+    });
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = within("exit after SIGTERM", child.wait())
+        .await
+        .expect("wait");
+    let mut stderr = String::new();
+    within(
+        "read stderr",
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr),
+    )
+    .await
+    .expect("stderr");
+    assert!(status.success(), "exit status {status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert_eq!(
+        within("the client sees the close", waiting)
+            .await
+            .expect("join"),
+        CloseCode::GOING_AWAY
+    );
 }
