@@ -63,6 +63,10 @@ use crate::transport::MaybeTlsStream;
 /// [`Server::max_connections`](crate::Server::max_connections).
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// The least HTTP/2 send buffer a stream of a [`Server`](crate::Server) gets, whatever
+/// [`WebSocketConfig::write_buffer_high_water`] says: one DATA frame of the default size.
+const MIN_SEND_BUF: usize = 16 << 10;
+
 /// The HTTP/2 connection preface a client with prior knowledge sends first (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -238,7 +242,11 @@ pub(crate) async fn serve_connection<IO, H, F>(
     builder
         .enable_connect_protocol()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(max_header_list);
+        .max_header_list_size(max_header_list)
+        // What each stream may queue for a peer that does not read: as much as a WebSocket
+        // buffers before `send` waits (hyper's default, 400 KiB, would let one connection
+        // hold 100 MiB over its 256 streams). Never 0, where no write could ever proceed.
+        .max_send_buf_size(config.write_buffer_high_water.max(MIN_SEND_BUF));
     let mut connection = Some(Box::pin(
         builder.serve_connection(TokioIo::new(io), service),
     ));
@@ -249,13 +257,27 @@ pub(crate) async fn serve_connection<IO, H, F>(
     let idle_limit = config.handshake_timeout;
     let idle = tokio::time::sleep(idle_limit);
     tokio::pin!(idle);
+    // Whether the idle GOAWAY has been sent. A graceful shutdown waits for the peer to answer
+    // a PING (and for its streams to end): a peer that never answers (or never sends its
+    // preface and SETTINGS) would keep the connection, and its `max_connections` slot, for
+    // ever. So it gets one more handshake timeout, then the connection is dropped.
+    let mut idle_goaway = false;
     loop {
         tokio::select! {
-            () = &mut idle, if streams.is_empty() && !shutting_down && connection.is_some() => {
-                tracing::debug!(%peer, "idle http/2 connection: goaway");
-                shutting_down = true;
-                if let Some(connection) = connection.as_mut() {
-                    connection.as_mut().graceful_shutdown();
+            () = &mut idle, if streams.is_empty()
+                && connection.is_some()
+                && (!shutting_down || idle_goaway) => {
+                if idle_goaway {
+                    tracing::debug!(%peer, "http/2 connection still open after goaway: dropped");
+                    connection = None;
+                } else {
+                    tracing::debug!(%peer, "idle http/2 connection: goaway");
+                    shutting_down = true;
+                    idle_goaway = true;
+                    if let Some(connection) = connection.as_mut() {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                 }
             }
             done = async { connection.as_mut().expect("guarded").await }, if connection.is_some() => {
@@ -345,8 +367,16 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
     }
     let accept = match decide(&head, &route.config, &route.hooks, Some(route.peer)) {
         Ok(accept) => accept,
-        Err(response) => {
+        Err(mut response) => {
             tracing::info!(peer = %route.peer, status = response.status().as_u16(), "handshake refused");
+            // Over HTTP/2 any 2xx accepts the extended CONNECT (RFC 8441 §5), and a 1xx is
+            // not a final answer: a callback's refusal must not say either.
+            let status = response.status();
+            if status.is_informational() || status.is_success() {
+                tracing::warn!(%status, "handshake callback refused with a non-refusing status: 500");
+                *response = http::Response::new(Vec::new());
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
             return h2_response(*response);
         }
     };
@@ -480,8 +510,12 @@ pub struct H2Connection {
 }
 
 /// The client's `initial_max_send_streams` before the server's SETTINGS arrive: a value no
-/// server is expected to send, so that a change shows that the SETTINGS were received.
-const UNSETTLED_STREAMS: usize = 1;
+/// server that means to serve WebSockets sends, so that a change shows that the SETTINGS were
+/// received (a server announcing no `SETTINGS_MAX_CONCURRENT_STREAMS` gives unlimited, one
+/// that allows a single stream gives 1). Only a server that allows no stream at all and does
+/// not enable extended CONNECT is not told apart from a silent one: the handshake timeout
+/// ends the wait.
+const UNSETTLED_STREAMS: usize = 0;
 
 impl H2Connection {
     /// Connects to the origin of `url` (`ws://` for h2c with prior knowledge, `wss://` for
@@ -623,6 +657,10 @@ impl H2Connection {
     }
 }
 
+/// The longest pause between two looks at whether the server's SETTINGS have arrived: the most
+/// that [`drive`] adds to a slow server's round trip.
+const MAX_SETTINGS_POLL: Duration = Duration::from_millis(8);
+
 /// Drives a client connection to its end, sending on `settled` whether the server enabled
 /// extended CONNECT once its first SETTINGS have been applied.
 async fn drive<T>(
@@ -634,13 +672,17 @@ async fn drive<T>(
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     // hyper runs the HTTP/2 frames on a task of its own, which does not wake this one when the
-    // SETTINGS arrive: look every millisecond until they have (the caller's handshake timeout
-    // bounds the wait), then just drive the connection.
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    // SETTINGS arrive, and exposes no event for them (sending the first request sooner would
+    // fail: h2 refuses `:protocol` until the server has enabled it). So look, after 1 ms and
+    // then at doubling intervals of at most `MAX_SETTINGS_POLL`, until they have been applied
+    // or the caller gives up (its handshake timeout bounds the wait), then just drive the
+    // connection.
+    let mut pause = Duration::from_millis(1);
     let ended = loop {
         tokio::select! {
             ended = connection.as_mut() => break ended,
-            _ = tick.tick() => {
+            () = tokio::time::sleep(pause) => {
+                pause = (pause * 2).min(MAX_SETTINGS_POLL);
                 let enabled = connection.is_extended_connect_protocol_enabled();
                 if enabled || connection.current_max_send_streams() != UNSETTLED_STREAMS {
                     let _ = settled.send(enabled);

@@ -312,6 +312,37 @@ async fn refused_handshakes_show_their_status_and_leave_the_connection_usable() 
 }
 
 #[tokio::test]
+async fn a_refusal_with_a_2xx_status_does_not_open_a_websocket() {
+    // Over HTTP/2 a 2xx answer is what accepts an extended CONNECT: a callback "refusing"
+    // with one must not give the client a WebSocket the server never serves.
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let server = server.on_handshake(|hs| {
+        let status = match hs.request.uri().path() {
+            "/ok" => sockeye::http::StatusCode::OK,
+            _ => sockeye::http::StatusCode::NO_CONTENT,
+        };
+        let mut refusal = sockeye::http::Response::new(Vec::new());
+        *refusal.status_mut() = status;
+        HandshakeDecision::Reject(refusal)
+    });
+    let (_serving, seen) = serve_echo(server);
+    let connection = within(
+        "h2 connect",
+        H2Connection::connect(&origin, WebSocketConfig::default()),
+    )
+    .await
+    .expect("h2 connection");
+    for path in ["/ok", "/empty"] {
+        match within("refused", connection.websocket(path)).await {
+            Err(Error::Http(response)) => assert_eq!(response.status(), 500, "{path}"),
+            other => panic!("{path}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(seen.all().is_empty());
+    assert!(!connection.is_closed());
+}
+
+#[tokio::test]
 async fn subprotocol_and_permessage_deflate_are_negotiated_over_h2() {
     let server_config = WebSocketConfig::default()
         .protocols(["v2.chat", "v1.chat"])
@@ -389,6 +420,12 @@ async fn a_tls_server_without_http2_is_reported_clearly() {
 
 /// A bare hyper HTTP/2 server that does not enable extended CONNECT.
 async fn plain_h2_server() -> SocketAddr {
+    plain_h2_server_with(None).await
+}
+
+/// A bare hyper HTTP/2 server that does not enable extended CONNECT, announcing
+/// `max_streams` as its `SETTINGS_MAX_CONCURRENT_STREAMS` when given.
+async fn plain_h2_server_with(max_streams: Option<u32>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -399,7 +436,10 @@ async fn plain_h2_server() -> SocketAddr {
                     hyper::body::Bytes,
                 >::new()))
             });
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            let mut builder =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.max_concurrent_streams(max_streams);
+            let _ = builder
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                 .await;
         }
@@ -423,6 +463,27 @@ async fn a_server_without_enable_connect_protocol_is_a_clear_error() {
         }
         other => panic!("expected ExtendedConnectDisabled, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_server_allowing_one_stream_without_enable_connect_protocol_is_a_clear_error() {
+    // Its SETTINGS must be recognised as received (not waited for until the handshake
+    // timeout) whatever SETTINGS_MAX_CONCURRENT_STREAMS it announces.
+    let addr = plain_h2_server_with(Some(1)).await;
+    let config = WebSocketConfig::default().handshake_timeout(std::time::Duration::from_secs(10));
+    let result = within_for(
+        std::time::Duration::from_secs(5),
+        "connect",
+        ClientBuilder::new(format!("ws://{addr}/"))
+            .config(config)
+            .http2(true)
+            .connect(),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(Error::ExtendedConnectDisabled)),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -648,4 +709,152 @@ async fn invalid_extended_connects_get_the_rfc_status() {
         seen.all().is_empty(),
         "no refused stream reaches the handler"
     );
+}
+
+/// Sends `bytes` to a fresh h2c connection to `addr`, then reads (never answering: no SETTINGS
+/// ACK, no PING ACK) until the server closes the connection; panics if it is still open after
+/// `limit`.
+async fn silent_h2c_peer_is_dropped(addr: SocketAddr, bytes: &[u8], limit: std::time::Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    let mut buf = [0; 4096];
+    within_for(limit, "the server drops a silent HTTP/2 peer", async {
+        // Bounded by `limit`: each read returns data, EOF or an error.
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_h2_peer_is_dropped_after_the_goaway_grace() {
+    let timeout = std::time::Duration::from_millis(300);
+    let (server, origin) = h2c_server(WebSocketConfig::default().handshake_timeout(timeout)).await;
+    let (_serving, _seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let with_settings = [&preface[..], &settings[..]].concat();
+    // The idle GOAWAY (after `timeout`) waits for the PING it sends to be answered; a peer
+    // that never answers must not keep the connection (and its `max_connections` slot).
+    for bytes in [&preface[..], &with_settings[..]] {
+        silent_h2c_peer_is_dropped(addr, bytes, timeout * 10).await;
+    }
+}
+
+/// An HPACK header block of literal fields without indexing (RFC 7541 §6.2.2), no Huffman
+/// coding: names and values shorter than 127 bytes.
+fn hpack_literals(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        for part in [name, value] {
+            block.push(u8::try_from(part.len()).expect("short field"));
+            block.extend_from_slice(part.as_bytes());
+        }
+    }
+    block
+}
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("short frame")
+        .to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn extended_connects_with_connection_specific_headers_are_reset() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const END_HEADERS: u8 = 4;
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+    let authority = addr.to_string();
+    let request = |extra: Option<(&'static str, &'static str)>| {
+        let mut fields = vec![
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", "/raw"),
+            (":authority", authority.as_str()),
+            ("sec-websocket-version", "13"),
+        ];
+        fields.extend(extra);
+        hpack_literals(&fields)
+    };
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    // Stream 1 is well-formed (so the encoding is known good); 3, 5 and 7 are not (RFC 9113
+    // §8.2.2: connection-specific fields make a request malformed, a stream error).
+    out.extend(h2_frame(HEADERS, END_HEADERS, 1, &request(None)));
+    out.extend(h2_frame(
+        HEADERS,
+        END_HEADERS,
+        3,
+        &request(Some(("connection", "upgrade"))),
+    ));
+    out.extend(h2_frame(
+        HEADERS,
+        END_HEADERS,
+        5,
+        &request(Some(("upgrade", "websocket"))),
+    ));
+    out.extend(h2_frame(
+        HEADERS,
+        END_HEADERS,
+        7,
+        &request(Some(("te", "gzip"))),
+    ));
+    tcp.write_all(&out).await.expect("write");
+    let mut answered = HashSet::new();
+    let mut reset = HashSet::new();
+    within("answers to the four streams", async {
+        // Bounded: ends once four streams are answered, or at EOF.
+        while answered.len() + reset.len() < 4 {
+            let mut head = [0; 9];
+            if tcp.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+            let mut payload = vec![0; len];
+            tcp.read_exact(&mut payload).await.expect("payload");
+            match head[3] {
+                HEADERS => {
+                    answered.insert(stream);
+                }
+                RST_STREAM => {
+                    let code = u32::from_be_bytes(payload[..4].try_into().expect("code"));
+                    assert_eq!(code, 1, "PROTOCOL_ERROR on stream {stream}");
+                    reset.insert(stream);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(answered, HashSet::from([1]));
+    assert_eq!(reset, HashSet::from([3, 5, 7]));
+    within("handler", async {
+        while seen.all().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(seen.all().len(), 1);
 }

@@ -32,15 +32,17 @@ pub const WEBSOCKET_PROTOCOL: &str = "websocket";
 ///
 /// Requires method CONNECT, version HTTP/2, `:protocol` `websocket`, a request target with
 /// scheme and authority (`:scheme`, `:authority`; RFC 8441 §4: "the :scheme and :path
-/// pseudo-header fields MUST be included") and exactly one `Sec-WebSocket-Version: 13`. A
+/// pseudo-header fields MUST be included") with an absolute path, no `Host` header naming
+/// another authority (RFC 9113 §8.3.1), and exactly one `Sec-WebSocket-Version: 13`. A
 /// `Sec-WebSocket-Key` is ignored (§5: not used).
 ///
 /// # Errors
 ///
 /// A [`HandshakeError`] whose [`status`](HandshakeError::status) is the answer to send: 405 for
 /// another method, 505 for another HTTP version, 426 for a `Sec-WebSocket-Version` other than
-/// 13, 400 for a missing or other `:protocol`, scheme or authority (`BadHeader(":protocol")`,
-/// `BadHeader(":scheme")`, `BadHeader(":authority")`) or version header.
+/// 13, 400 for a missing or other `:protocol`, scheme, authority or path
+/// (`BadHeader(":protocol")`, `BadHeader(":scheme")`, `BadHeader(":authority")`,
+/// `BadHeader(":path")`), a conflicting `Host` (`BadHeader("host")`) or a bad version header.
 pub fn validate_connect_request<B>(
     request: &Request<B>,
     protocol: Option<&str>,
@@ -58,8 +60,23 @@ pub fn validate_connect_request<B>(
     if uri.scheme().is_none() {
         return Err(HandshakeError::BadHeader(":scheme"));
     }
-    if uri.authority().is_none() {
+    let Some(authority) = uri.authority() else {
         return Err(HandshakeError::BadHeader(":authority"));
+    };
+    // RFC 9113 §8.3.1: `:path` is an absolute path for http(s) targets (`http::Uri` cannot
+    // tell an absent one from `/`; HTTP/2 libraries refuse an extended CONNECT without one).
+    if !uri.path().starts_with('/') {
+        return Err(HandshakeError::BadHeader(":path"));
+    }
+    // RFC 9113 §8.3.1: a `Host` that names another entity than `:authority` is malformed.
+    let mut hosts = request.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => {}
+        (Some(host), None)
+            if host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) => {}
+        _ => return Err(HandshakeError::BadHeader("host")),
     }
     let mut versions = request.headers().get_all(SEC_WEBSOCKET_VERSION).iter();
     match (versions.next(), versions.next()) {
@@ -239,6 +256,29 @@ mod tests {
         *pathless.uri_mut() = "/chat".parse().unwrap();
         let err = validate_connect_request(&pathless, Some("websocket")).unwrap_err();
         assert_eq!(err, HandshakeError::BadHeader(":scheme"));
+
+        let mut starred = connect(&[]);
+        *starred.uri_mut() = Uri::from_parts({
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTPS);
+            parts.authority = Some("example.com".parse().unwrap());
+            parts.path_and_query = Some("*".parse().unwrap());
+            parts
+        })
+        .unwrap();
+        let err = validate_connect_request(&starred, Some("websocket")).unwrap_err();
+        assert_eq!(err, HandshakeError::BadHeader(":path"));
+
+        // A Host naming the :authority (any case) is harmless; another one, or two, are not.
+        let same = connect(&[("host", "Example.COM")]);
+        assert_eq!(validate_connect_request(&same, Some("websocket")), Ok(()));
+        let other = connect(&[("host", "evil.example")]);
+        let err = validate_connect_request(&other, Some("websocket")).unwrap_err();
+        assert_eq!(err, HandshakeError::BadHeader("host"));
+        assert_eq!(err.status(), 400);
+        let two = connect(&[("host", "example.com"), ("host", "example.com")]);
+        let err = validate_connect_request(&two, Some("websocket")).unwrap_err();
+        assert_eq!(err, HandshakeError::BadHeader("host"));
 
         let mut old = connect(&[]);
         old.headers_mut()
