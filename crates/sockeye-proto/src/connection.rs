@@ -926,10 +926,20 @@ impl Connection {
                 && self.message.capacity() < frame_len
             {
                 // A large frame gets its whole announced length at once (only under a
-                // `max_message_size`, which `check_header` held it to): growing by doubling would copy it again
-                // on every step and, with the common allocators, map fresh pages for each
-                // message instead of reusing freed ones.
-                self.message.reserve(frame_len);
+                // `max_message_size`, which `check_header` held it to): growing by doubling
+                // would copy it again on every step and, with the common allocators, map fresh
+                // pages for each message instead of reusing freed ones. The peer's header alone
+                // asks for it (untouched, so not resident), so it is asked for fallibly: should
+                // the allocator refuse, the message grows with the bytes that actually arrive
+                // instead of aborting the process.
+                // A buffer the application has given back is reused in place.
+                if !self.message.try_reclaim(frame_len) {
+                    let mut block = Vec::new();
+                    if block.try_reserve_exact(frame_len).is_ok() {
+                        // Unique and empty: the conversion keeps the allocation and capacity.
+                        self.message = BytesMut::from(Bytes::from(block));
+                    }
+                }
             } else if self.message.is_empty() && self.message.capacity() < chunk.len() {
                 // The messages that follow in the same read are carved one after another out of
                 // one block of up to MESSAGE_BLOCK bytes (`finish_message` splits each off), so

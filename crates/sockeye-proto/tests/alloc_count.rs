@@ -179,7 +179,10 @@ fn a_lone_message_costs_at_most_its_own_buffer() {
         let dropped = one_per_read(size, false);
         println!("{size:>5} B, one per read: {kept:.2} allocations per message kept, {dropped:.2} dropped");
         // Kept: the message's buffer, plus the shared header `bytes` adds when it is split off.
-        assert!(kept <= 2.0, "{size} B kept: {kept}");
+        // A frame longer than a block has its announced length reserved fallibly (a `Vec`
+        // turned into the buffer), which costs one more small header, freed at once.
+        let bound = if size > MESSAGE_BLOCK { 3.0 } else { 2.0 };
+        assert!(kept <= bound, "{size} B kept: {kept}");
         // Given back: its buffer is reused for the next one.
         assert!(dropped <= 0.0, "{size} B dropped: {dropped}");
     }

@@ -547,8 +547,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             return Poll::Ready(Ok(0));
         };
         let mut skip = queue.written;
+        // Whether every payload got a slice: only then may the rest of the buffer follow (it
+        // holds the headers and frames that go after the payloads left out).
+        let mut all = true;
         for (position, payload) in &queue.segments {
             if count + 2 > MAX_WRITE_SLICES {
+                all = false;
                 break;
             }
             if *position > pos {
@@ -560,7 +564,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             count += 1;
             skip = 0;
         }
-        if count < MAX_WRITE_SLICES && pos < self.write_buf.len() {
+        if all && count < MAX_WRITE_SLICES && pos < self.write_buf.len() {
             slices[count] = IoSlice::new(&self.write_buf[pos..]);
             count += 1;
         }

@@ -240,3 +240,91 @@ async fn tcp_echo_of_large_messages() {
     })
     .await;
 }
+
+/// A vectored transport whose first write takes only `first` bytes and every later one all it
+/// is given (the duplex holds everything), so a write can start inside a shared payload.
+struct ShortFirstWrite {
+    io: DuplexStream,
+    first: Option<usize>,
+}
+
+impl AsyncRead for ShortFirstWrite {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ShortFirstWrite {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        if let Some(first) = self.first.take() {
+            joined.truncate(first);
+        }
+        Pin::new(&mut self.io).poll_write(cx, &joined)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// More shared payloads queued at once than one vectored write takes slices for, the first
+/// write ending inside a payload: the next write stops before the first payload it leaves out,
+/// and the bytes after it (its header, the next frames) are not written in its place. Each
+/// message is checked, so a skipped payload shows.
+#[tokio::test]
+async fn more_shared_payloads_than_one_write_takes_go_out_in_order() {
+    within("test", async {
+        for first in [usize::MAX, 20_000, 7] {
+            let (a, b) = tokio::io::duplex(8 << 20);
+            let io = ShortFirstWrite {
+                io: b,
+                first: Some(first),
+            };
+            let config = WebSocketConfig::default().write_buffer_high_water(8 << 20);
+            let mut ws = WebSocketStream::from_raw(io, Role::Server, config, &[]);
+            let mut peer = RawPeer::new(a, Some(RAW_MASK));
+            let count = 100u32;
+            let payloads: Vec<Vec<u8>> = (0..count).map(|i| pattern(16 << 10, i)).collect();
+            for payload in &payloads {
+                ws.try_send(Message::Binary(Bytes::from(payload.clone())))
+                    .expect("queued");
+            }
+            within("flush", ws.flush()).await.expect("flushed");
+            assert_eq!(ws.buffered_amount(), 0);
+            for (i, want) in payloads.iter().enumerate() {
+                let frame = within("frame", peer.read_frame()).await.expect("a frame");
+                assert_eq!(frame.opcode, BINARY, "message {i} (first write {first})");
+                assert!(
+                    frame.payload == *want,
+                    "message {i} differs (first write {first})"
+                );
+            }
+        }
+    })
+    .await;
+}
