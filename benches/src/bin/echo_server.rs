@@ -85,7 +85,7 @@ mod sockeye_server {
     use futures_util::StreamExt as _;
     use sockeye::{Server, WebSocketConfig};
 
-    /// The echo server of sockeye's README: `Server::serve` and a `send` per message.
+    /// sockeye's documented echo loop: `Server::serve` and `send_batched` per message (one write per burst).
     pub(super) async fn serve(server: Server) {
         let config = WebSocketConfig::default()
             .max_message_size(Some(super::MAX_MESSAGE))
@@ -94,7 +94,7 @@ mod sockeye_server {
             .config(config)
             .serve(|mut ws, _request| async move {
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_data() && ws.send(message).await.is_err() {
+                    if message.is_data() && ws.send_batched(message).await.is_err() {
                         break;
                     }
                 }

@@ -369,18 +369,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.next().await
     }
 
-    /// Sends a message: waits until it is written to the transport, or, when a received
-    /// message is already waiting to be read, only queues it.
+    /// Sends a message and waits until it is written to the transport.
     ///
-    /// The second case is what makes an echo or request-response loop
-    /// (`while let Some(m) = ws.next().await { ws.send(m).await? }`) answer a burst of messages
-    /// with one write instead of one per message: the next
-    /// [`next`](futures_util::StreamExt::next) returns
-    /// the waiting message at once, and whatever is queued is written before the stream waits
-    /// for input, together with the answers to the rest of the burst. Queued data is also
-    /// written by [`flush`](Self::flush), [`close`](Self::close) and the next `send` that finds
-    /// no message waiting; it is dropped with the stream. The `Sink` implementation (and so a
-    /// [`SplitSink`]) always writes before its `send` completes.
+    /// For echo and request-response loops, [`send_batched`](Self::send_batched) answers a
+    /// burst of received messages with one write instead of one per message.
     ///
     /// # Errors
     ///
@@ -394,6 +386,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// the message, dropping it after leaves the message queued, written by the next operation
     /// on the stream.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.start_send_inner(message)?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Sends a message like [`send`](Self::send), except that when a received message is
+    /// already waiting to be read it only queues this one: the write is left to the next
+    /// operation on the stream.
+    ///
+    /// This is how an echo or request-response loop
+    /// (`while let Some(m) = ws.next().await { ws.send_batched(m).await? }`) answers a burst
+    /// of messages with one write instead of one per message: the next
+    /// [`next`](futures_util::StreamExt::next) returns the waiting message at once, and
+    /// whatever is queued is written before the stream waits for input, together with the
+    /// answers to the rest of the burst. A lone message is written at once, as by `send`.
+    ///
+    /// Queued data is written by the next `next`/`recv` that would wait, by
+    /// [`flush`](Self::flush), [`close`](Self::close) or a `send`; it is **dropped with the
+    /// stream**, so a loop that may stop after a reply must `flush` (or `close`) before
+    /// dropping the stream, and a reply is delayed while the application handles the
+    /// messages behind it.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_batched(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         let message = message.into();
         poll_fn(|cx| self.poll_ready_inner(cx)).await?;
         self.start_send_inner(message)?;

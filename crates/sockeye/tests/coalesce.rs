@@ -1,5 +1,6 @@
-//! Write coalescing: `send` answers a burst of received messages with one write to the
-//! transport, and still writes at once when no further message is waiting.
+//! Write coalescing: `send_batched` answers a burst of received messages with one write to the
+//! transport, and still writes at once when no further message is waiting; `send` always
+//! writes before it returns.
 
 mod common;
 
@@ -108,7 +109,7 @@ async fn send_writes_at_once_when_no_message_is_waiting() {
     let (mut server, mut client, writes) = counted_server();
     client.write(&burst(1)).await;
     let message = within("receive", server.next()).await.unwrap().unwrap();
-    within("send", server.send(message)).await.unwrap();
+    within("send", server.send_batched(message)).await.unwrap();
     assert_eq!(
         writes.load(Ordering::SeqCst),
         1,
@@ -123,7 +124,7 @@ async fn a_reply_queued_behind_a_waiting_message_is_written_with_the_next_one() 
     let (mut server, mut client, writes) = counted_server();
     client.write(&burst(2)).await;
     let first = within("receive", server.next()).await.unwrap().unwrap();
-    within("send", server.send(first)).await.unwrap();
+    within("send", server.send_batched(first)).await.unwrap();
     assert_eq!(
         writes.load(Ordering::SeqCst),
         0,
@@ -131,7 +132,7 @@ async fn a_reply_queued_behind_a_waiting_message_is_written_with_the_next_one() 
     );
     assert!(server.buffered_amount() > 0);
     let second = within("receive", server.next()).await.unwrap().unwrap();
-    within("send", server.send(second)).await.unwrap();
+    within("send", server.send_batched(second)).await.unwrap();
     assert_eq!(
         writes.load(Ordering::SeqCst),
         1,
@@ -147,8 +148,10 @@ async fn queued_replies_are_written_before_the_stream_waits_for_input() {
     client.write(&burst(3)).await;
     // Reply to the first message twice; then read on without sending.
     let first = within("receive", server.next()).await.unwrap().unwrap();
-    within("send", server.send(first.clone())).await.unwrap();
-    within("send", server.send(first)).await.unwrap();
+    within("send", server.send_batched(first.clone()))
+        .await
+        .unwrap();
+    within("send", server.send_batched(first)).await.unwrap();
     assert_eq!(writes.load(Ordering::SeqCst), 0);
     for _ in 0..2 {
         within("receive", server.next()).await.unwrap().unwrap();
@@ -171,11 +174,27 @@ async fn queued_replies_are_written_before_the_stream_waits_for_input() {
 }
 
 #[tokio::test]
-async fn flush_writes_a_queued_reply() {
+async fn send_writes_before_returning_even_when_a_message_is_waiting() {
     let (mut server, mut client, writes) = counted_server();
     client.write(&burst(2)).await;
     let first = within("receive", server.next()).await.unwrap().unwrap();
     within("send", server.send(first)).await.unwrap();
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "written before send returned"
+    );
+    // The stream is dropped with a message still unread: the reply is already out.
+    drop(server);
+    expect_echoes(&mut client, 1).await;
+}
+
+#[tokio::test]
+async fn flush_writes_a_queued_reply() {
+    let (mut server, mut client, writes) = counted_server();
+    client.write(&burst(2)).await;
+    let first = within("receive", server.next()).await.unwrap().unwrap();
+    within("send", server.send_batched(first)).await.unwrap();
     assert_eq!(writes.load(Ordering::SeqCst), 0);
     within("flush", server.flush()).await.unwrap();
     assert_eq!(writes.load(Ordering::SeqCst), 1);

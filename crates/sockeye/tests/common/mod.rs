@@ -98,7 +98,7 @@ where
         while let Some(item) = ws.next().await {
             match item {
                 Ok(message) if message.is_data() => {
-                    if let Err(e) = ws.send(message).await {
+                    if let Err(e) = ws.send_batched(message).await {
                         report.error.get_or_insert(e);
                     } else {
                         report.echoed += 1;
