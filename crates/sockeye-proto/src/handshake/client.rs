@@ -2,18 +2,50 @@
 //! ([RFC 6455 §4.1](https://www.rfc-editor.org/rfc/rfc6455#section-4.1)).
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT,
-    SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, ORIGIN,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{Response, StatusCode, Version};
 
 use super::accept_key::{accept_key, key_from_nonce};
 use super::{
     check_partial_size, check_upgrade_headers, copy_headers, from_httparse, is_token,
-    HandshakeConfig, HandshakeError,
+    HandshakeConfig, HandshakeError, Negotiated,
 };
 use crate::deflate::{DeflateConfig, DeflateParams, ExtensionError};
+
+/// Largest body of a refusal that a client reads, to report it with the status.
+pub const MAX_REFUSAL_BODY: usize = 64 << 10;
+
+/// How much of a refusal's body to read: its `Content-Length`, or [`MAX_REFUSAL_BODY`] without
+/// one, and never more than [`MAX_REFUSAL_BODY`].
+pub fn refusal_body_len(response: &Response<()>) -> usize {
+    response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_REFUSAL_BODY)
+        .min(MAX_REFUSAL_BODY)
+}
+
+/// What the server's answer to the upgrade request means for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// `101 Switching Protocols`, valid: the connection speaks WebSocket with what was agreed.
+    Accepted(Negotiated),
+    /// A redirect (301, 302, 307 or 308 with a `Location`) to follow: the `Location` value, to
+    /// resolve with [`Redirects::follow`](super::Redirects::follow).
+    Redirect(String),
+    /// Any other answer: the server refused. Read up to `body_len` bytes of body (fewer if the
+    /// connection ends or the peer pauses), then report the status and body.
+    Refused {
+        /// How many body bytes to read ([`refusal_body_len`]).
+        body_len: usize,
+    },
+}
 
 /// What the client asks for: target, origin and extra headers.
 #[derive(Debug, Clone)]
@@ -169,6 +201,41 @@ impl ClientHandshake {
     /// [`handle_response`](Self::handle_response).
     pub fn deflate(&self) -> Option<DeflateParams> {
         self.deflate
+    }
+
+    /// What was agreed, after a successful [`handle_response`](Self::handle_response).
+    pub fn negotiated(&self) -> Negotiated {
+        Negotiated::new(self.protocol.clone(), self.deflate)
+    }
+
+    /// Judges a response head read by [`parse_response`](Self::parse_response): accepted (a
+    /// valid `101`), a redirect to follow (only when `follow_redirects`), or refused.
+    ///
+    /// # Errors
+    ///
+    /// A `101` that fails the checks of [`validate_response`](Self::validate_response).
+    pub fn outcome(
+        &mut self,
+        response: &Response<()>,
+        follow_redirects: bool,
+    ) -> Result<Outcome, HandshakeError> {
+        let status = response.status().as_u16();
+        if status == 101 {
+            self.validate_response(response)?;
+            return Ok(Outcome::Accepted(self.negotiated()));
+        }
+        if follow_redirects && matches!(status, 301 | 302 | 307 | 308) {
+            if let Some(location) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+            {
+                return Ok(Outcome::Redirect(location.to_owned()));
+            }
+        }
+        Ok(Outcome::Refused {
+            body_len: refusal_body_len(response),
+        })
     }
 
     /// Parses and validates the server's response at the start of `buf`.

@@ -3,24 +3,52 @@
 //! Both sides work on byte buffers the caller fills: a parse returns `Ok(None)` until the whole
 //! head (up to the blank line) is there, then the parsed head and how many bytes it used. Bytes
 //! after the head already belong to the WebSocket connection.
+//!
+//! Each side is an object in the shape of python-websockets' `ServerProtocol` and
+//! `ClientProtocol`: [`ServerHandshake`] is fed the client's bytes and answers an upgrade, a
+//! plain HTTP request or a refusal; [`ClientHandshake`] writes the request and reads the
+//! server's answer as accepted, a redirect to follow ([`Redirects`]) or a refusal. Both end in
+//! one [`Negotiated`] value, from which a runtime builds its connection.
 
 mod accept_key;
 mod client;
 mod extended_connect;
+mod redirect;
 mod server;
 
 pub use accept_key::{accept_key, key_from_nonce, WEBSOCKET_GUID};
-pub use client::{ClientHandshake, ClientRequest};
+pub use client::{refusal_body_len, ClientHandshake, ClientRequest, Outcome, MAX_REFUSAL_BODY};
 pub use extended_connect::{
     accept_connect_response, reject_connect_response, validate_connect_request, ConnectHandshake,
     WEBSOCKET_PROTOCOL,
 };
+pub use redirect::{Endpoint, RedirectError, Redirects};
 pub use server::{
     accept_response, accept_response_with, is_upgrade_request, parse_request, reject_response,
-    validate_request, write_response,
+    validate_request, write_response, Accept, HandshakeCallback, HandshakeDecision,
+    HandshakeRequest, HttpCallback, Incoming, OriginCallback, OriginPolicy, ServerHandshake,
+    ServerPolicy,
 };
 
-use crate::deflate::ExtensionError;
+use crate::deflate::{DeflateParams, ExtensionError};
+
+/// What an opening handshake agreed, on either side and over either HTTP version: everything a
+/// runtime needs, besides its configuration, to build the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Negotiated {
+    /// The subprotocol selected (`Sec-WebSocket-Protocol`), if any.
+    pub protocol: Option<String>,
+    /// The permessage-deflate parameters agreed (`Sec-WebSocket-Extensions`), if any.
+    pub deflate: Option<DeflateParams>,
+}
+
+impl Negotiated {
+    /// A result with this subprotocol and these permessage-deflate parameters.
+    pub fn new(protocol: Option<String>, deflate: Option<DeflateParams>) -> Self {
+        Self { protocol, deflate }
+    }
+}
 
 use std::fmt;
 
