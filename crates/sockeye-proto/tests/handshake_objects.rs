@@ -41,13 +41,24 @@ fn feed(policy: &ServerPolicy, bytes: &[u8]) -> (Incoming, Vec<u8>) {
     (first, whole.leftover().to_vec())
 }
 
+/// The `101` answer and the agreement of an upgrade `policy` accepts.
+fn upgraded(policy: &ServerPolicy, bytes: &[u8]) -> (Vec<u8>, Negotiated) {
+    match feed(policy, bytes).0 {
+        Incoming::Upgrade {
+            response,
+            negotiated,
+            ..
+        } => (response, negotiated),
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
 fn bytes_of(incoming: &Incoming) -> Vec<u8> {
     match incoming {
         Incoming::Upgrade { response, .. } => response.clone(),
         Incoming::Http { bytes, .. }
         | Incoming::Refused { bytes, .. }
         | Incoming::Invalid { bytes, .. } => bytes.clone(),
-        other => panic!("unknown answer {other:?}"),
     }
 }
 
@@ -227,15 +238,7 @@ fn the_callback_picks_protocol_and_headers_or_refuses() {
         "Host: h\r\n",
         "Host: h\r\nSec-WebSocket-Protocol: chat, mqtt\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
     );
-    let (incoming, _) = feed(&policy, offer.as_bytes());
-    let Incoming::Upgrade {
-        response,
-        negotiated,
-        ..
-    } = incoming
-    else {
-        panic!("refused: {incoming:?}");
-    };
+    let (response, negotiated) = upgraded(&policy, offer.as_bytes());
     assert_eq!(negotiated.protocol.as_deref(), Some("mqtt"));
     assert!(negotiated.deflate.is_some());
     let response = text(&response);
@@ -266,15 +269,7 @@ fn a_protocol_the_client_did_not_offer_is_not_selected() {
     policy.on_handshake = Some(Arc::new(|_: &_| {
         HandshakeDecision::Accept(Accept::with_protocol(Some("other".into())))
     }));
-    let (incoming, _) = feed(&policy, UPGRADE.as_bytes());
-    let Incoming::Upgrade {
-        response,
-        negotiated,
-        ..
-    } = incoming
-    else {
-        panic!("refused: {incoming:?}");
-    };
+    let (response, negotiated) = upgraded(&policy, UPGRADE.as_bytes());
     assert_eq!(negotiated.protocol, None);
     assert!(!text(&response).contains("sec-websocket-protocol"));
 }
@@ -308,15 +303,7 @@ fn client_outcome_accepted_from_our_server() {
     let mut policy = ServerPolicy::default();
     policy.protocols = vec!["chat".into()];
     policy.deflate = Some(DeflateConfig::default());
-    let (incoming, _) = feed(&policy, &out);
-    let Incoming::Upgrade {
-        response,
-        negotiated: server_side,
-        ..
-    } = incoming
-    else {
-        panic!("refused: {incoming:?}");
-    };
+    let (response, server_side) = upgraded(&policy, &out);
     let (head, _) = client.parse_response(&response).unwrap().unwrap();
     let Outcome::Accepted(client_side) = client.outcome(&head, true).expect("valid") else {
         panic!("not accepted");

@@ -30,8 +30,15 @@
 //!   frame (and, as a client, for the server to close TCP) once this end sent its own, and the
 //!   writes of the close handshake.
 //!
+//! The handshakes are the ones the async layer drives: the server's policy and answers
+//! ([`ServerHandshake`](sockeye_proto::handshake::ServerHandshake)), the client's outcome and
+//! redirect rules ([`ClientHandshake`]), with extra request headers through
+//! [`connect_with_headers`].
+//!
 //! Not run by the blocking API: keepalive pings, the idle timeout, the write timeout, the
-//! write-buffer high-water mark and proxies (a configured proxy is refused). Nothing reads the
+//! write-buffer high-water mark and proxies (a configured proxy is refused: the HTTP CONNECT and
+//! SOCKS5 tunnels are async code over tokio, and a blocking copy of them would be a second
+//! implementation to keep in step; use the async client for proxies). Nothing reads the
 //! socket between calls, so a ping is answered at the next [`WebSocket::read`]; set a read
 //! timeout on the socket (through [`WebSocket::get_ref`]) to bound a read: it then fails with
 //! [`Error::Io`] of kind `WouldBlock` or `TimedOut` and the connection stays usable.
@@ -41,19 +48,18 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::{
-    parse_request, reject_response, write_response, ClientHandshake, ClientRequest,
+    ClientHandshake, ClientRequest, Incoming, Negotiated, Outcome, Redirects, ServerHandshake,
 };
 use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
 };
 
-use crate::client::{refusal_body_len, resolve_redirect, upgrade_request, WsUrl, BODY_QUIET};
+use crate::client::{follow_redirect, upgrade_request, Attempt, WsUrl, BODY_QUIET};
 use crate::config::WebSocketConfig;
-use crate::error::{Error, UrlError};
+use crate::error::Error;
 use crate::mask::{nonce, OsMaskSource};
-use crate::server::{agree, Agreement};
+use crate::server::{upgrade_or_end, Ending, Hooks, Upgrade};
 use crate::websocket::ReadyState;
 
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
@@ -277,23 +283,25 @@ impl<S: Socket> WebSocket<S> {
     ///
     /// `leftover` holds bytes read past the handshake head; they are the first WebSocket bytes.
     pub fn from_raw(io: S, role: Role, config: WebSocketConfig, leftover: &[u8]) -> Self {
-        Self::from_raw_negotiated(io, role, config, None, leftover)
+        Self::from_negotiated(io, role, config, Negotiated::default(), leftover)
     }
 
-    fn from_raw_negotiated(
+    /// Wraps a transport on which the opening handshake is done, with what it agreed: the
+    /// subprotocol ([`protocol`](Self::protocol)) and the permessage-deflate parameters
+    /// (`config.deflate` supplies the compression level and threshold).
+    ///
+    /// `leftover` holds bytes read past the handshake head; they are the first WebSocket bytes.
+    pub fn from_negotiated(
         io: S,
         role: Role,
         config: WebSocketConfig,
-        deflate: Option<DeflateParams>,
+        negotiated: Negotiated,
         leftover: &[u8],
     ) -> Self {
-        let mut conn =
-            Connection::new(role, config.protocol.clone(), Box::new(OsMaskSource::new()));
-        if let Some(params) = deflate {
-            let deflate_config = config.deflate.clone().unwrap_or_default();
-            conn = conn.with_deflate(params, &deflate_config);
-        }
-        conn.handle_bytes(leftover);
+        let Negotiated {
+            protocol, deflate, ..
+        } = negotiated;
+        let conn = config.connection(role, Box::new(OsMaskSource::new()), deflate, leftover);
         Self {
             io,
             conn,
@@ -305,7 +313,7 @@ impl<S: Socket> WebSocket<S> {
             io_failed: false,
             closed: None,
             close_deadline: None,
-            protocol: None,
+            protocol,
         }
     }
 
@@ -659,47 +667,39 @@ pub fn accept_with_config<S: Socket>(
     config: WebSocketConfig,
 ) -> Result<(WebSocket<S>, Request<()>), Error> {
     let deadline = Instant::now() + config.handshake_timeout;
-    let mut buf = Vec::with_capacity(1024);
-    let (request, used) = match read_request(&mut io, &mut buf, &config, deadline) {
-        Ok(found) => found,
-        Err(Error::Handshake(err)) => {
-            tracing::debug!(error = %err, status = err.status(), "handshake rejected");
-            let (response, body) = reject_response(&err);
-            let mut out = Vec::new();
-            write_response(&response, &body, &mut out);
+    let mut handshake = ServerHandshake::new(Hooks::default().policy(&config), None);
+    let incoming = read_request(&mut io, &mut handshake, deadline)?;
+    let Upgrade {
+        request,
+        response,
+        negotiated,
+    } = match upgrade_or_end(incoming, None) {
+        Ok(upgrade) => upgrade,
+        Err(Ending { bytes, error }) => {
             // Best effort: the peer may already be gone.
-            if arm(&io, deadline).is_ok() && io.write_all(&out).is_ok() {
+            if arm(&io, deadline).is_ok() && io.write_all(&bytes).is_ok() {
                 let _ = io.shutdown_write();
                 linger(&mut io, deadline);
             }
-            return Err(Error::Handshake(err));
+            return Err(error);
         }
-        Err(other) => return Err(other),
     };
-    let Agreement {
-        response,
-        deflate,
-        protocol,
-    } = agree(&request, &config);
-    let mut out = Vec::new();
-    write_response(&response, b"", &mut out);
     arm(&io, deadline)?;
-    io.write_all(&out)
+    io.write_all(&response)
         .and_then(|()| io.flush())
         .map_err(handshake_io)?;
     disarm(&io)?;
-    tracing::debug!(path = %request.uri(), ?protocol, "websocket connection accepted");
-    let mut ws = WebSocket::from_raw_negotiated(io, Role::Server, config, deflate, &buf[used..]);
-    ws.protocol = protocol;
+    let leftover = handshake.leftover();
+    let ws = WebSocket::from_negotiated(io, Role::Server, config, negotiated, leftover);
     Ok((ws, request))
 }
 
+/// Reads until the handshake can answer, within `deadline`.
 fn read_request<S: Socket>(
     io: &mut S,
-    buf: &mut Vec<u8>,
-    config: &WebSocketConfig,
+    handshake: &mut ServerHandshake,
     deadline: Instant,
-) -> Result<(Request<()>, usize), Error> {
+) -> Result<Incoming, Error> {
     let mut chunk = [0u8; 4096];
     loop {
         arm(io, deadline)?;
@@ -708,9 +708,8 @@ fn read_request<S: Socket>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(handshake_io(e)),
         };
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(found) = parse_request(buf, &config.handshake)? {
-            return Ok(found);
+        if let Some(incoming) = handshake.handle_bytes(&chunk[..n]) {
+            return Ok(incoming);
         }
         if n == 0 {
             // The peer closed before the head ended: nobody to answer.
@@ -792,35 +791,46 @@ pub fn connect_with_config(
     url: &str,
     config: WebSocketConfig,
 ) -> Result<(ClientWebSocket, Response<()>), Error> {
+    connect_with_headers(url, http::HeaderMap::new(), config)
+}
+
+/// Like [`connect_with_config`], adding `headers` to the upgrade request (a token, a cookie,
+/// `Origin`), as [`ClientBuilder::header`](crate::ClientBuilder::header) does for the async
+/// client. The handshake's own headers cannot be overridden; a redirect to another origin
+/// drops `Authorization` and `Cookie`.
+///
+/// The blocking client connects directly only: it does not speak to HTTP or SOCKS proxies,
+/// whose code is async (a configured proxy fails with [`Error::Io`] of kind `Unsupported`);
+/// use the async client through a runtime for them.
+///
+/// # Errors
+///
+/// As [`connect_with_config`].
+pub fn connect_with_headers(
+    url: &str,
+    mut headers: http::HeaderMap,
+    config: WebSocketConfig,
+) -> Result<(ClientWebSocket, Response<()>), Error> {
     // Invalid subprotocol names fail here, before any connection is made.
     ClientRequest::new("", "/").protocols(config.protocols.iter().cloned())?;
     let mut url = WsUrl::parse(url)?;
-    let mut redirects = 0;
+    let mut redirects = Redirects::new(config.max_redirects);
     loop {
-        match connect_once(&url, &config)? {
+        match connect_once(&url, &config, &headers, redirects.enabled())? {
             Attempt::Connected(ws, response) => return Ok((*ws, response)),
             Attempt::Redirect(location) => {
-                if redirects == config.max_redirects {
-                    return Err(Error::TooManyRedirects);
-                }
-                redirects += 1;
-                let next = resolve_redirect(&url, &location)?;
-                if url.tls && !next.tls {
-                    return Err(UrlError::BadRedirect.into());
-                }
-                tracing::debug!(location, "following redirect");
-                url = next;
+                url = follow_redirect(&mut redirects, &url, &location, &mut headers)?;
             }
         }
     }
 }
 
-enum Attempt {
-    Connected(Box<ClientWebSocket>, Response<()>),
-    Redirect(String),
-}
-
-fn connect_once(url: &WsUrl, config: &WebSocketConfig) -> Result<Attempt, Error> {
+fn connect_once(
+    url: &WsUrl,
+    config: &WebSocketConfig,
+    headers: &http::HeaderMap,
+    follow_redirects: bool,
+) -> Result<Attempt<ClientWebSocket>, Error> {
     if config
         .proxy
         .proxy_for(url)
@@ -844,8 +854,8 @@ fn connect_once(url: &WsUrl, config: &WebSocketConfig) -> Result<Attempt, Error>
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let request = upgrade_request(url, config)?;
-    handshake(io, &request, config, deadline)
+    let request = upgrade_request(url, config, headers)?;
+    handshake(io, &request, config, follow_redirects, deadline)
 }
 
 /// The TCP connection: every address of the host in turn, all within `timeout`.
@@ -905,15 +915,16 @@ fn tls_connect(
     _config: &WebSocketConfig,
     _deadline: Instant,
 ) -> Result<MaybeTlsStream, Error> {
-    Err(UrlError::TlsDisabled.into())
+    Err(crate::error::UrlError::TlsDisabled.into())
 }
 
 fn handshake(
     mut io: MaybeTlsStream,
     request: &ClientRequest,
     config: &WebSocketConfig,
+    follow_redirects: bool,
     deadline: Instant,
-) -> Result<Attempt, Error> {
+) -> Result<Attempt<ClientWebSocket>, Error> {
     let mut out = Vec::new();
     let mut handshake = ClientHandshake::new(request, nonce()?, config.handshake.clone(), &mut out);
     arm(&io, deadline)?;
@@ -934,42 +945,39 @@ fn handshake(
         let Some((response, used)) = handshake.parse_response(&buf)? else {
             continue;
         };
-        let status = response.status().as_u16();
-        if status != 101 {
-            if config.max_redirects > 0 && matches!(status, 301 | 302 | 307 | 308) {
-                if let Some(location) = response
-                    .headers()
-                    .get(http::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    return Ok(Attempt::Redirect(location.to_owned()));
-                }
+        return match handshake.outcome(&response, follow_redirects)? {
+            Outcome::Accepted(negotiated) => {
+                disarm(&io)?;
+                tracing::debug!(status = %response.status(), "websocket client connected");
+                let leftover = &buf[used..];
+                let ws = WebSocket::from_negotiated(
+                    io,
+                    Role::Client,
+                    config.clone(),
+                    negotiated,
+                    leftover,
+                );
+                Ok(Attempt::Connected(Box::new(ws), response))
             }
-            let body = read_body(&mut io, &response, buf.split_off(used), deadline);
-            let (parts, ()) = response.into_parts();
-            return Err(Error::Http(Box::new(Response::from_parts(parts, body))));
-        }
-        handshake.validate_response(&response)?;
-        disarm(&io)?;
-        tracing::debug!(status = %response.status(), "websocket client connected");
-        let deflate = handshake.deflate();
-        let mut ws =
-            WebSocket::from_raw_negotiated(io, Role::Client, config.clone(), deflate, &buf[used..]);
-        ws.protocol = handshake.protocol().map(str::to_owned);
-        return Ok(Attempt::Connected(Box::new(ws), response));
+            Outcome::Redirect(location) => Ok(Attempt::Redirect(location)),
+            Outcome::Refused { body_len } => {
+                let body = read_body(&mut io, body_len, buf.split_off(used), deadline);
+                let (parts, ()) = response.into_parts();
+                Err(Error::Http(Box::new(Response::from_parts(parts, body))))
+            }
+        };
     }
 }
 
-/// Reads the body of a refusal as the async client does: `Content-Length` bytes, or until the
-/// end, at most 64 KiB; whatever arrived once the peer pauses for half a second or the
-/// handshake deadline passes.
+/// Reads the body of a refusal as the async client does: `wanted` bytes
+/// ([`Outcome::Refused`]), fewer if the connection ends, the peer pauses for half a second or
+/// the handshake deadline passes.
 fn read_body(
     io: &mut MaybeTlsStream,
-    response: &Response<()>,
+    wanted: usize,
     mut body: Vec<u8>,
     deadline: Instant,
 ) -> Vec<u8> {
-    let wanted = refusal_body_len(response);
     let mut chunk = [0u8; 4096];
     while body.len() < wanted {
         let left = deadline.saturating_duration_since(Instant::now());

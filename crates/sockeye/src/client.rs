@@ -1,7 +1,9 @@
 //! The client: URL parsing, TCP connect and the opening handshake over tokio.
 
 use http::Response;
-use sockeye_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
+use sockeye_proto::handshake::{
+    ClientHandshake, ClientRequest, Endpoint, HandshakeError, Outcome, RedirectError, Redirects,
+};
 use sockeye_proto::Role;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -32,6 +34,16 @@ pub struct WsUrl {
 }
 
 impl WsUrl {
+    /// Where it points, for the redirect rules.
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            secure: self.tls,
+            host: &self.host,
+            port: self.port,
+            authority: &self.host_header,
+        }
+    }
+
     /// Parses `ws[s]://[user[:pass]@]host[:port][/path][?query]`; `http` and `https` are
     /// accepted as `ws` and `wss`, as the WHATWG WebSocket constructor does.
     ///
@@ -156,6 +168,7 @@ fn hex_value(digit: u8) -> Option<u8> {
 pub(crate) fn upgrade_request(
     url: &WsUrl,
     config: &WebSocketConfig,
+    headers: &http::HeaderMap,
 ) -> Result<ClientRequest, Error> {
     let mut request = ClientRequest::new(url.host_header.clone(), url.resource.clone())
         .protocols(config.protocols.iter().cloned())?;
@@ -166,6 +179,9 @@ pub(crate) fn upgrade_request(
         if let Ok(value) = http::HeaderValue::from_str(auth) {
             request = request.header(http::header::AUTHORIZATION, value);
         }
+    }
+    for (name, value) in headers {
+        request = request.header(name.clone(), value.clone());
     }
     Ok(request)
 }
@@ -325,34 +341,22 @@ impl ClientBuilder {
         if self.http2 {
             return crate::h2::connect_one(url, self.config, &self.headers).await;
         }
-        let mut redirects = 0;
+        let mut redirects = Redirects::new(self.config.max_redirects);
         loop {
-            match self.connect_once(&url).await? {
+            match self.connect_once(&url, redirects.enabled()).await? {
                 Attempt::Connected(ws, response) => return Ok((*ws, response)),
                 Attempt::Redirect(location) => {
-                    if redirects == self.config.max_redirects {
-                        return Err(Error::TooManyRedirects);
-                    }
-                    redirects += 1;
-                    let next = resolve_redirect(&url, &location)?;
-                    if url.tls && !next.tls {
-                        return Err(UrlError::BadRedirect.into());
-                    }
-                    let same_origin = next.tls == url.tls
-                        && next.port == url.port
-                        && next.host.eq_ignore_ascii_case(&url.host);
-                    if !same_origin {
-                        self.headers.remove(http::header::AUTHORIZATION);
-                        self.headers.remove(http::header::COOKIE);
-                    }
-                    tracing::debug!(location, "following redirect");
-                    url = next;
+                    url = follow_redirect(&mut redirects, &url, &location, &mut self.headers)?;
                 }
             }
         }
     }
 
-    async fn connect_once(&self, url: &WsUrl) -> Result<Attempt<MaybeTlsStream<TcpStream>>, Error> {
+    async fn connect_once(
+        &self,
+        url: &WsUrl,
+        follow_redirects: bool,
+    ) -> Result<Attempt<ClientStream>, Error> {
         let config = &self.config;
         let tcp = crate::proxy::connect_tcp(url, config).await?;
         config.apply_tcp_options(&tcp)?;
@@ -363,20 +367,41 @@ impl ClientBuilder {
             } else {
                 MaybeTlsStream::Plain(tcp)
             };
-            let mut request = upgrade_request(url, config)?;
-            for (name, value) in &self.headers {
-                request = request.header(name.clone(), value.clone());
-            }
-            handshake(io, &request, config.clone(), config.max_redirects > 0).await
+            let request = upgrade_request(url, config, &self.headers)?;
+            handshake(io, &request, config.clone(), follow_redirects).await
         })
         .await
         .map_err(|_| Error::HandshakeTimeout)?
     }
 }
 
-enum Attempt<S> {
-    Connected(Box<WebSocketStream<S>>, Response<()>),
+/// The end of one connection attempt: connected, or redirected to a `Location`.
+pub(crate) enum Attempt<C> {
+    Connected(Box<C>, Response<()>),
     Redirect(String),
+}
+
+/// Takes a redirect from `url` to `location` by the handshake's rules ([`Redirects`]): the
+/// next URL, with `headers` stripped of credentials when it is another origin. Shared by the
+/// async and blocking clients.
+pub(crate) fn follow_redirect(
+    redirects: &mut Redirects,
+    url: &WsUrl,
+    location: &str,
+    headers: &mut http::HeaderMap,
+) -> Result<WsUrl, Error> {
+    let refused = |e: RedirectError| match e {
+        RedirectError::TooMany { .. } => Error::TooManyRedirects,
+        RedirectError::BadLocation | RedirectError::Downgrade => UrlError::BadRedirect.into(),
+    };
+    let next = WsUrl::parse(
+        &redirects
+            .follow(&url.endpoint(), location)
+            .map_err(refused)?,
+    )?;
+    Redirects::check(&url.endpoint(), &next.endpoint(), headers).map_err(refused)?;
+    tracing::debug!(location, "following redirect");
+    Ok(next)
 }
 
 #[cfg(feature = "rustls")]
@@ -401,35 +426,12 @@ async fn tls_connect(
     Err(UrlError::TlsDisabled.into())
 }
 
-/// The URL a `Location` header points to, relative to `base`: absolute, a network-path
-/// reference (`//host:port/path`, keeping the scheme) or an absolute path (keeping the scheme
-/// and authority). Relative paths (`other`, `../x`) are refused.
-pub(crate) fn resolve_redirect(base: &WsUrl, location: &str) -> Result<WsUrl, Error> {
-    let scheme = if base.tls { "wss" } else { "ws" };
-    if let Some(authority_and_path) = location.strip_prefix("//") {
-        return Ok(WsUrl::parse(&format!("{scheme}://{authority_and_path}"))?);
-    }
-    if location.starts_with('/') {
-        return Ok(WsUrl::parse(&format!(
-            "{scheme}://{}{location}",
-            base.host_header
-        ))?);
-    }
-    if location.contains("://") {
-        return Ok(WsUrl::parse(location)?);
-    }
-    Err(UrlError::BadRedirect.into())
-}
-
-/// Largest response body kept when the server refuses the upgrade.
-pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
-
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     request: &ClientRequest,
     config: WebSocketConfig,
     follow_redirects: bool,
-) -> Result<Attempt<S>, Error> {
+) -> Result<Attempt<WebSocketStream<S>>, Error> {
     let mut out = Vec::new();
     let mut handshake = ClientHandshake::new(request, nonce()?, config.handshake.clone(), &mut out);
     io.write_all(&out).await?;
@@ -442,53 +444,33 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let Some((response, used)) = handshake.parse_response(&buf)? else {
             continue;
         };
-        let status = response.status().as_u16();
-        if status != 101 {
-            if follow_redirects && matches!(status, 301 | 302 | 307 | 308) {
-                if let Some(location) = response
-                    .headers()
-                    .get(http::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    return Ok(Attempt::Redirect(location.to_owned()));
-                }
+        return match handshake.outcome(&response, follow_redirects)? {
+            Outcome::Accepted(negotiated) => {
+                tracing::debug!(status = %response.status(), "websocket client connected");
+                let leftover = &buf[used..];
+                let ws = WebSocketStream::from_negotiated(
+                    io,
+                    Role::Client,
+                    config,
+                    negotiated,
+                    leftover,
+                );
+                Ok(Attempt::Connected(Box::new(ws), response))
             }
-            let body = read_body(&mut io, &response, buf.split_off(used)).await;
-            let (parts, ()) = response.into_parts();
-            return Err(Error::Http(Box::new(Response::from_parts(parts, body))));
-        }
-        handshake.validate_response(&response)?;
-        tracing::debug!(status = %response.status(), "websocket client connected");
-        let deflate = handshake.deflate();
-        let protocol = handshake.protocol().map(str::to_owned);
-        let mut ws =
-            WebSocketStream::from_raw_negotiated(io, Role::Client, config, deflate, &buf[used..]);
-        ws.set_protocol(protocol);
-        return Ok(Attempt::Connected(Box::new(ws), response));
+            Outcome::Redirect(location) => Ok(Attempt::Redirect(location)),
+            Outcome::Refused { body_len } => {
+                let body = read_body(&mut io, body_len, buf.split_off(used)).await;
+                let (parts, ()) = response.into_parts();
+                Err(Error::Http(Box::new(Response::from_parts(parts, body))))
+            }
+        };
     }
 }
 
-/// How much of a refusal's body to read: its `Content-Length`, or [`MAX_ERROR_BODY`] without
-/// one, and never more than [`MAX_ERROR_BODY`].
-pub(crate) fn refusal_body_len(response: &Response<()>) -> usize {
-    response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(MAX_ERROR_BODY)
-        .min(MAX_ERROR_BODY)
-}
-
-/// Reads the body of a refusal: `Content-Length` bytes, or until the end, at most
-/// [`MAX_ERROR_BODY`]; whatever arrived once the peer pauses for [`BODY_QUIET`]. Chunked
-/// bodies are kept as they came (not decoded).
-async fn read_body<S: AsyncRead + Unpin>(
-    io: &mut S,
-    response: &Response<()>,
-    mut body: Vec<u8>,
-) -> Vec<u8> {
-    let wanted = refusal_body_len(response);
+/// Reads the body of a refusal: `wanted` bytes ([`Outcome::Refused`]), fewer if the connection
+/// ends or the peer pauses for [`BODY_QUIET`]. Chunked bodies are kept as they came (not
+/// decoded).
+async fn read_body<S: AsyncRead + Unpin>(io: &mut S, wanted: usize, mut body: Vec<u8>) -> Vec<u8> {
     // A body without a length on a connection kept open (chunked, keep-alive) has no end we
     // can see: stop after a short quiet spell so the status is reported, not a timeout.
     while body.len() < wanted {

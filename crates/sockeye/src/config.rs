@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use sockeye_proto::deflate::DeflateConfig;
+use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 use sockeye_proto::handshake::HandshakeConfig;
+use sockeye_proto::{Connection, MaskSource, Role};
 
 use crate::proxy::ProxyConfig;
 
@@ -134,6 +135,24 @@ impl Default for WebSocketConfig {
 }
 
 impl WebSocketConfig {
+    /// The protocol state machine of a connection whose handshake agreed `deflate`, fed the
+    /// `leftover` bytes read past the handshake head: what the async and blocking streams
+    /// drive. `self.deflate` supplies the compression level and threshold.
+    pub(crate) fn connection(
+        &self,
+        role: Role,
+        masks: Box<dyn MaskSource>,
+        deflate: Option<DeflateParams>,
+        leftover: &[u8],
+    ) -> Connection {
+        let mut conn = Connection::new(role, self.protocol.clone(), masks);
+        if let Some(params) = deflate {
+            conn = conn.with_deflate(params, &self.deflate.clone().unwrap_or_default());
+        }
+        conn.handle_bytes(leftover);
+        conn
+    }
+
     /// Sets the largest message (after reassembly) accepted; `None` removes the limit.
     #[must_use]
     pub fn max_message_size(mut self, limit: Option<usize>) -> Self {

@@ -39,10 +39,9 @@ use hyper::body::{Body as _, Incoming};
 use hyper::ext::Protocol;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::{
-    accept_connect_response, reject_connect_response, validate_connect_request, ClientRequest,
-    ConnectHandshake, HandshakeError, WEBSOCKET_PROTOCOL,
+    reject_connect_response, validate_connect_request, ClientRequest, ConnectHandshake,
+    HandshakeError, Negotiated, ServerPolicy, MAX_REFUSAL_BODY, WEBSOCKET_PROTOCOL,
 };
 use sockeye_proto::Role;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -51,10 +50,10 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{upgrade_request, ClientStream, WsUrl, MAX_ERROR_BODY};
+use crate::client::{upgrade_request, ClientStream, WsUrl};
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::server::{decide, Hooks, ServerStream};
+use crate::server::{Hooks, ServerStream};
 use crate::stream::WebSocketStream;
 use crate::transport::MaybeTlsStream;
 
@@ -157,15 +156,14 @@ pub(crate) struct H2Serve<H> {
 struct Opening {
     on_upgrade: OnUpgrade,
     request: Request<()>,
-    deflate: Option<DeflateParams>,
-    protocol: Option<String>,
+    negotiated: Negotiated,
     _permit: OwnedSemaphorePermit,
 }
 
 /// What the per-request service needs; shared by every stream of one connection.
 struct Route {
-    config: WebSocketConfig,
-    hooks: Hooks,
+    /// The handshake policy: the server's hooks with its configuration.
+    policy: ServerPolicy,
     limit: Arc<Semaphore>,
     peer: SocketAddr,
     opened: mpsc::UnboundedSender<Opening>,
@@ -227,8 +225,7 @@ pub(crate) async fn serve_connection<IO, H, F>(
     } = serve;
     let (opened, mut openings) = mpsc::unbounded_channel();
     let route = Arc::new(Route {
-        config: config.clone(),
-        hooks,
+        policy: hooks.policy(&config),
         limit,
         peer,
         opened,
@@ -324,8 +321,7 @@ async fn run_stream<H, F>(
     let Opening {
         on_upgrade,
         request,
-        deflate,
-        protocol,
+        negotiated,
         _permit,
     } = opening;
     let upgraded = match on_upgrade.await {
@@ -336,8 +332,7 @@ async fn run_stream<H, F>(
         }
     };
     let io = MaybeTlsStream::Http2(Box::new(H2Stream::new(upgraded, Some(peer), tls)));
-    let mut ws = WebSocketStream::from_raw_negotiated(io, Role::Server, config, deflate, &[]);
-    ws.set_protocol(protocol);
+    let mut ws = WebSocketStream::from_negotiated(io, Role::Server, config, negotiated, &[]);
     ws.set_shutdown_signal(shutdown);
     tracing::info!(
         %peer,
@@ -365,7 +360,7 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
         let (response, body) = reject_connect_response(&err);
         return response.map(|()| Full::new(Bytes::from(body)));
     }
-    let accept = match decide(&head, &route.config, &route.hooks, Some(route.peer)) {
+    let accept = match route.policy.decide(&head, Some(route.peer)) {
         Ok(accept) => accept,
         Err(mut response) => {
             tracing::info!(peer = %route.peer, status = response.status().as_u16(), "handshake refused");
@@ -389,19 +384,11 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let (mut response, deflate) = accept_connect_response(
-        &head,
-        route.config.deflate.as_ref(),
-        accept.protocol.as_deref(),
-    );
-    for (name, value) in &accept.headers {
-        response.headers_mut().append(name.clone(), value.clone());
-    }
+    let (response, negotiated) = route.policy.accept_connect(&head, accept);
     let opening = Opening {
         on_upgrade: hyper::upgrade::on(&mut request),
         request: head,
-        deflate,
-        protocol: accept.protocol,
+        negotiated,
         _permit: permit,
     };
     if route.opened.send(opening).is_err() {
@@ -416,17 +403,7 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
 /// HTTP/1.1 (413 for a request with a body); anything else, or a declined request, gets the
 /// refusal of a request that is not an extended CONNECT.
 fn plain(head: &Request<()>, has_body: bool, route: &Route) -> Response<Full<Bytes>> {
-    let is_get = matches!(*head.method(), http::Method::GET | http::Method::HEAD);
-    let answered = match &route.hooks.on_http {
-        Some(_) if is_get && has_body => {
-            let mut refusal = http::Response::new(b"request bodies are not accepted\n".to_vec());
-            *refusal.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            Some(refusal)
-        }
-        Some(on_http) if is_get => on_http(head),
-        _ => None,
-    };
-    let response = match answered {
+    let response = match route.policy.answer_http(head, has_body) {
         Some(response) => response,
         None => {
             let (response, body) = reject_connect_response(&HandshakeError::MethodNotAllowed);
@@ -606,10 +583,7 @@ impl H2Connection {
         } else {
             resource.to_owned()
         };
-        let mut request = upgrade_request(&url, &self.config)?;
-        for (name, value) in headers {
-            request = request.header(name.clone(), value.clone());
-        }
+        let request = upgrade_request(&url, &self.config, headers)?;
         tokio::time::timeout(self.config.handshake_timeout, self.open(&request))
             .await
             .map_err(|_| Error::HandshakeTimeout)?
@@ -627,7 +601,7 @@ impl H2Connection {
         let mut response = sender.send_request(request).await.map_err(hyper_error)?;
         let head = head_of_response(&response);
         if !response.status().is_success() {
-            let body = Limited::new(response.into_body(), MAX_ERROR_BODY)
+            let body = Limited::new(response.into_body(), MAX_REFUSAL_BODY)
                 .collect()
                 .await
                 .map(|collected| collected.to_bytes().to_vec())
@@ -636,18 +610,18 @@ impl H2Connection {
             return Err(Error::Http(Box::new(Response::from_parts(parts, body))));
         }
         let (deflate, protocol) = handshake.validate_response(&head)?;
+        let negotiated = Negotiated::new(protocol, deflate);
         let upgraded = hyper::upgrade::on(&mut response)
             .await
             .map_err(hyper_error)?;
         let io = MaybeTlsStream::Http2(Box::new(H2Stream::new(upgraded, self.peer, self.url.tls)));
-        let mut ws = WebSocketStream::from_raw_negotiated(
+        let ws = WebSocketStream::from_negotiated(
             io,
             Role::Client,
             self.config.clone(),
-            deflate,
+            negotiated,
             &[],
         );
-        ws.set_protocol(protocol);
         Ok((ws, head))
     }
 

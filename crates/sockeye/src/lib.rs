@@ -238,7 +238,7 @@ pub use websocket::{
 };
 
 pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
-pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};
+pub use sockeye_proto::handshake::{ClientRequest, HandshakeError, Negotiated};
 
 /// The README's examples, compiled as doc tests.
 #[doc = include_str!("../../../README.md")]

@@ -16,6 +16,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::StreamExt as _;
 use sockeye_proto::deflate::DeflateParams;
+use sockeye_proto::handshake::Negotiated;
 use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, MaskSource, Message, Role, SendError, State,
     Transmit,
@@ -218,11 +219,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     ///
     /// `leftover` holds bytes read past the handshake head; they are the first WebSocket bytes.
     pub fn from_raw(io: S, role: Role, config: WebSocketConfig, leftover: &[u8]) -> Self {
-        Self::from_raw_negotiated(io, role, config, None, leftover)
+        Self::from_negotiated(io, role, config, Negotiated::default(), leftover)
     }
 
     /// Like [`from_raw`](Self::from_raw), with the permessage-deflate parameters agreed in the
-    /// handshake (`config.deflate` supplies the compression level and threshold).
+    /// handshake.
+    #[deprecated(note = "use `from_negotiated`, which also takes the subprotocol")]
     pub fn from_raw_negotiated(
         io: S,
         role: Role,
@@ -230,6 +232,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         deflate: Option<DeflateParams>,
         leftover: &[u8],
     ) -> Self {
+        Self::from_negotiated(io, role, config, Negotiated::new(None, deflate), leftover)
+    }
+
+    /// Wraps a transport on which the opening handshake is done, with what it agreed: the
+    /// subprotocol ([`protocol`](Self::protocol)) and the permessage-deflate parameters
+    /// (`config.deflate` supplies the compression level and threshold). Every handshake in
+    /// this crate ends here.
+    ///
+    /// `leftover` holds bytes read past the handshake head; they are the first WebSocket bytes.
+    pub fn from_negotiated(
+        io: S,
+        role: Role,
+        config: WebSocketConfig,
+        negotiated: Negotiated,
+        leftover: &[u8],
+    ) -> Self {
+        let Negotiated {
+            protocol, deflate, ..
+        } = negotiated;
         let masks: Box<dyn MaskSource> = match role {
             Role::Client => Box::new(OsMaskSource::new()),
             // RFC 6455 §5.1: "A server MUST NOT mask any frames that it sends to the client", so
@@ -241,12 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 key
             }),
         };
-        let mut conn = Connection::new(role, config.protocol.clone(), masks);
-        if let Some(params) = deflate {
-            let deflate_config = config.deflate.clone().unwrap_or_default();
-            conn = conn.with_deflate(params, &deflate_config);
-        }
-        conn.handle_bytes(leftover);
+        let conn = config.connection(role, masks, deflate, leftover);
         let wakers = Arc::new(WakerPair::default());
         let proxy = Waker::from(wakers.clone());
         let housekeeping_waker = Waker::from(Arc::new(HousekeepingWaker(wakers.clone())));
@@ -276,17 +292,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 shutdown: None,
             },
             aborted: None,
-            protocol: None,
+            protocol: protocol.map(String::into_boxed_str),
         }
     }
 
     /// The subprotocol agreed in the opening handshake (the browser's `WebSocket.protocol`).
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
-    }
-
-    pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
-        self.protocol = protocol.map(String::into_boxed_str);
     }
 
     /// Closes the connection with 1001 ("server shutting down") once `token` is cancelled,

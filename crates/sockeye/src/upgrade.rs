@@ -72,15 +72,14 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::{
-    reject_response, requested_protocols, validate_request, HandshakeError,
+    reject_response, requested_protocols, validate_request, HandshakeError, Negotiated,
 };
 use sockeye_proto::Role;
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::server::{agree, Agreement};
+use crate::server::Hooks;
 use crate::stream::WebSocketStream;
 
 /// A WebSocket connection upgraded from a hyper server's HTTP/1.1 connection.
@@ -176,20 +175,14 @@ impl UpgradeRequest {
     /// Accepts the upgrade with `config`, as [`upgrade`] does.
     pub fn accept(self, config: WebSocketConfig) -> (Response<Full<Bytes>>, HyperUpgrade) {
         // The first subprotocol in the client's order that the configuration lists, as
-        // `Server` picks it.
-        let Agreement {
-            response,
-            deflate,
-            protocol,
-        } = agree(&self.head, &config);
-        tracing::debug!(path = %self.head.uri(), ?protocol, "websocket upgrade accepted");
+        // `Server` picks it without a handshake callback.
+        let policy = Hooks::default().policy(&config);
+        let (response, negotiated) =
+            policy.accept_response(&self.head, policy.default_accept(&self.head));
+        tracing::debug!(path = %self.head.uri(), protocol = ?negotiated.protocol, "websocket upgrade accepted");
         let future = HyperUpgrade {
             on_upgrade: self.on_upgrade,
-            setup: Some(Setup {
-                config,
-                deflate,
-                protocol,
-            }),
+            setup: Some(Setup { config, negotiated }),
         };
         (response.map(|()| Full::default()), future)
     }
@@ -233,14 +226,15 @@ pub struct HyperUpgrade {
 #[derive(Debug)]
 struct Setup {
     config: WebSocketConfig,
-    deflate: Option<DeflateParams>,
-    protocol: Option<String>,
+    negotiated: Negotiated,
 }
 
 impl HyperUpgrade {
     /// The subprotocol the `101` response selects.
     pub fn protocol(&self) -> Option<&str> {
-        self.setup.as_ref().and_then(|s| s.protocol.as_deref())
+        self.setup
+            .as_ref()
+            .and_then(|s| s.negotiated.protocol.as_deref())
     }
 }
 
@@ -262,15 +256,13 @@ impl Future for HyperUpgrade {
         })?;
         // hyper's `Upgraded` replays any bytes it read past the request head, so nothing is
         // left over here.
-        let mut ws = WebSocketStream::from_raw_negotiated(
+        Poll::Ready(Ok(WebSocketStream::from_negotiated(
             TokioIo::new(upgraded),
             Role::Server,
             setup.config,
-            setup.deflate,
+            setup.negotiated,
             &[],
-        );
-        ws.set_protocol(setup.protocol);
-        Poll::Ready(Ok(ws))
+        )))
     }
 }
 

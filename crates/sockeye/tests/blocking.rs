@@ -375,6 +375,23 @@ async fn refused_handshake_is_an_http_error() {
     }
 }
 
+/// A server that answers every handshake with `status` and `Location: location`.
+async fn redirector(status: http::StatusCode, location: String) -> Serving {
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .on_handshake(move |_| {
+            let mut response = http::Response::new(Vec::new());
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                http::header::LOCATION,
+                http::HeaderValue::from_str(&location).unwrap(),
+            );
+            HandshakeDecision::Reject(response)
+        });
+    serve_in_background(server, echo_handler)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_credentials_and_redirects() {
     // The target: accepts only the credentials of the URL, as `Authorization: Basic`.
@@ -393,19 +410,7 @@ async fn url_credentials_and_redirects() {
     let target = serve_in_background(target, echo_handler);
     // A server that sends every client to the target.
     let location = format!("ws://user:pa%20ss@{}/moved", target.addr);
-    let redirector = Server::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .on_handshake(move |_| {
-            let mut response = http::Response::new(Vec::new());
-            *response.status_mut() = http::StatusCode::FOUND;
-            response.headers_mut().insert(
-                http::header::LOCATION,
-                http::HeaderValue::from_str(&location).unwrap(),
-            );
-            HandshakeDecision::Reject(response)
-        });
-    let redirector = serve_in_background(redirector, echo_handler);
+    let redirector = redirector(http::StatusCode::FOUND, location).await;
     let direct = format!("ws://user:pa%20ss@{}/", target.addr);
     let anonymous = format!("ws://{}/", target.addr);
     let redirected = format!("ws://{}/", redirector.addr);
@@ -434,6 +439,54 @@ async fn url_credentials_and_redirects() {
         ws.close(CloseCode::NORMAL, "").expect("close");
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_and_their_fate_across_a_redirect() {
+    // The target records the token and cookie of every handshake.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let target = Server::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .on_handshake(move |hs| {
+            let header = |name| {
+                hs.request
+                    .headers()
+                    .get(name)
+                    .map(|v: &http::HeaderValue| v.to_str().unwrap().to_owned())
+            };
+            record
+                .lock()
+                .unwrap()
+                .push((header("x-token"), header("cookie")));
+            HandshakeDecision::Accept(Accept::with_protocol(None))
+        });
+    let target = serve_in_background(target, echo_handler);
+    // Another port is another origin: the cookie stays behind, the token goes on.
+    let location = format!("ws://{}/moved", target.addr);
+    let redirector = redirector(http::StatusCode::TEMPORARY_REDIRECT, location).await;
+    let direct = format!("ws://{}/", target.addr);
+    let redirected = format!("ws://{}/", redirector.addr);
+    off_thread("blocking client", move || {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-token", http::HeaderValue::from_static("t"));
+        headers.insert(http::header::COOKIE, http::HeaderValue::from_static("a=b"));
+        for url in [&direct, &redirected] {
+            let config = WebSocketConfig::default().max_redirects(1);
+            let (ws, _) =
+                blocking::connect_with_headers(url, headers.clone(), config).expect("connect");
+            let mut ws = bounded(ws);
+            assert_eq!(echo(&mut ws, Message::text("hi")), Message::text("hi"));
+            ws.close(CloseCode::NORMAL, "").expect("close");
+        }
+    })
+    .await;
+    let token = || Some("t".to_owned());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(token(), Some("a=b".to_owned())), (token(), None)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,8 +31,9 @@ pub fn refusal_body_len(response: &Response<()>) -> usize {
 }
 
 /// What the server's answer to the upgrade request means for the client.
+///
+/// Not `#[non_exhaustive]`: a client must handle every kind of answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Outcome {
     /// `101 Switching Protocols`, valid: the connection speaks WebSocket with what was agreed.
     Accepted(Negotiated),

@@ -33,8 +33,9 @@ impl Endpoint<'_> {
 }
 
 /// Why a redirect is not followed.
+///
+/// Not `#[non_exhaustive]`: clients map each reason to their own error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RedirectError {
     /// More redirects than the limit given to [`Redirects::new`].
     TooMany {

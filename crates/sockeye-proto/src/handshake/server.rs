@@ -458,11 +458,7 @@ impl ServerPolicy {
         request: &Request<()>,
         accept: Accept,
     ) -> (Response<()>, Negotiated) {
-        let protocol = offered(request, accept.protocol);
-        let (mut response, deflate) =
-            accept_response_with(request, self.deflate.as_ref(), protocol.as_deref());
-        append_headers(&mut response, &accept.headers);
-        (response, Negotiated { protocol, deflate })
+        self.agree(request, accept, accept_response_with)
     }
 
     /// The `200` answer accepting an extended CONNECT `request` over HTTP/2 (RFC 8441) with
@@ -472,11 +468,7 @@ impl ServerPolicy {
         request: &Request<()>,
         accept: Accept,
     ) -> (Response<()>, Negotiated) {
-        let protocol = offered(request, accept.protocol);
-        let (mut response, deflate) =
-            super::accept_connect_response(request, self.deflate.as_ref(), protocol.as_deref());
-        append_headers(&mut response, &accept.headers);
-        (response, Negotiated { protocol, deflate })
+        self.agree(request, accept, super::accept_connect_response)
     }
 
     /// The answer to a plain HTTP `request` (not an upgrade), whichever HTTP version carried
@@ -498,14 +490,27 @@ impl ServerPolicy {
     }
 }
 
-/// `protocol` if `request` offered it, else nothing.
-fn offered(request: &Request<()>, protocol: Option<String>) -> Option<String> {
-    protocol.filter(|p| requested_protocols(request).contains(p))
-}
+/// The answer building of [`accept_response_with`] and its HTTP/2 twin.
+type Answer =
+    fn(&Request<()>, Option<&DeflateConfig>, Option<&str>) -> (Response<()>, Option<DeflateParams>);
 
-fn append_headers(response: &mut Response<()>, extra: &http::HeaderMap) {
-    for (name, value) in extra {
-        response.headers_mut().append(name.clone(), value.clone());
+impl ServerPolicy {
+    /// `answer` to `request` with `accept`'s headers and subprotocol (dropped unless the
+    /// client offered it), and what it agreed.
+    fn agree(
+        &self,
+        request: &Request<()>,
+        accept: Accept,
+        answer: Answer,
+    ) -> (Response<()>, Negotiated) {
+        let protocol = accept
+            .protocol
+            .filter(|p| requested_protocols(request).contains(p));
+        let (mut response, deflate) = answer(request, self.deflate.as_ref(), protocol.as_deref());
+        for (name, value) in &accept.headers {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+        (response, Negotiated { protocol, deflate })
     }
 }
 
@@ -522,8 +527,10 @@ fn text_response(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
 
 /// What a [`ServerHandshake`] found once the request head was complete. Every variant but
 /// `Upgrade` ends the connection: write the bytes, then close.
+///
+/// Not `#[non_exhaustive]`: a server must handle every kind of answer, so a new one should
+/// break its `match`.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Incoming {
     /// A valid upgrade request the policy accepted: write `response`, then the connection
     /// speaks WebSocket with what was `negotiated` (the first bytes are
