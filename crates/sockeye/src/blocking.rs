@@ -31,9 +31,8 @@
 //!   writes of the close handshake.
 //!
 //! The handshakes are the ones the async layer drives: the server's policy and answers
-//! ([`ServerHandshake`](sockeye_proto::handshake::ServerHandshake)), the client's outcome and
-//! redirect rules ([`ClientHandshake`]), with extra request headers through
-//! [`connect_with_headers`].
+//! ([`ServerHandshake`]), the client's outcome and redirect rules ([`ClientHandshake`]), with
+//! extra request headers through [`connect_with_headers`].
 //!
 //! Not run by the blocking API: keepalive pings, the idle timeout, the write timeout, the
 //! write-buffer high-water mark and proxies (a configured proxy is refused: the HTTP CONNECT and
