@@ -29,7 +29,8 @@ use crate::frame::{
     apply_mask, CloseCode, CloseFrame, FrameHeader, OpCode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD,
     MAX_HEADER_SIZE,
 };
-use crate::message::{DataKind, Message, Utf8Bytes, Utf8State, Utf8Validator};
+use crate::message::{DataKind, Message};
+use crate::utf8::{Utf8Bytes, Utf8State, Utf8Validator};
 
 /// Which end of the connection this is. Clients mask, servers do not (§5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -18,6 +18,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod message;
+mod utf8;
 
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use connection::{
@@ -26,7 +27,8 @@ pub use connection::{
 };
 pub use error::{ProtocolError, SendError};
 pub use frame::{CloseCode, CloseFrame};
-pub use message::{DataKind, Message, Utf8Bytes, Utf8State, Utf8Validator};
+pub use message::{DataKind, Message};
+pub use utf8::{Utf8Bytes, Utf8State, Utf8Validator};
 
 /// Re-exported for the payload types of [`Message`].
 pub use bytes;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sockeye_proto::deflate::DeflateConfig;
 use sockeye_proto::handshake::HandshakeConfig;
 
-use crate::proxy::ProxyConfig;
+use crate::client::proxy::ProxyConfig;
 
 /// Settings for a client or server connection.
 #[derive(Debug, Clone)]

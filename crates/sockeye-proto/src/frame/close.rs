@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::message::Utf8Bytes;
+use crate::utf8::Utf8Bytes;
 
 /// A close status code. Any `u16` can be held; [`is_valid_on_wire`](Self::is_valid_on_wire)
 /// and [`is_sendable`](Self::is_sendable) say what may appear in a close frame.

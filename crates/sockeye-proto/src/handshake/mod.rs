@@ -8,6 +8,7 @@ mod accept_key;
 mod client;
 mod extended_connect;
 mod server;
+pub(crate) mod token;
 
 pub use accept_key::{accept_key, key_from_nonce, WEBSOCKET_GUID};
 pub use client::{ClientHandshake, ClientRequest};
@@ -19,6 +20,7 @@ pub use server::{
     accept_response, accept_response_with, is_upgrade_request, parse_request, reject_response,
     validate_request, write_response,
 };
+pub(crate) use token::is_token;
 
 use crate::deflate::ExtensionError;
 
@@ -169,16 +171,6 @@ pub(crate) fn from_httparse(err: httparse::Error, config: &HandshakeConfig) -> H
         httparse::Error::Token => HandshakeError::MalformedHttp("invalid token"),
         httparse::Error::Version => HandshakeError::MalformedHttp("invalid http version"),
     }
-}
-
-/// Whether `b` is an HTTP token character (RFC 7230 §3.2.6 `tchar`).
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Whether `value` is an HTTP token: one or more `tchar`.
-pub(crate) fn is_token(value: &[u8]) -> bool {
-    !value.is_empty() && value.iter().all(|&b| is_tchar(b))
 }
 
 /// The subprotocols a request offers, in the client's order (`Sec-WebSocket-Protocol`, which

@@ -26,7 +26,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::mask::OsMaskSource;
+use crate::rng::OsMaskSource;
+use crate::transport::MaybeTlsStream;
 
 /// Wakes both the task reading and the task writing: the transport keeps one waker per
 /// direction, and either half may be the one that polled it last. `read` holds the waker of the
@@ -1013,6 +1014,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         this.poll_close_handshake()
     }
 }
+
+/// The transport of client connections: TCP, or TLS over TCP for `wss://`.
+pub type ClientStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The connections a [`Server`](crate::Server) hands out: TCP, or TLS over TCP when the server
+/// has a certificate.
+pub type ServerStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[cfg(test)]
 mod tests {

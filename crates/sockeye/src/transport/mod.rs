@@ -4,6 +4,14 @@
 //! ([`MaybeTlsStream::Http2`], RFC 8441), so that servers and clients hand out one
 //! WebSocket type whichever HTTP version carried the handshake.
 
+#[cfg(feature = "http2")]
+mod h2_stream;
+#[cfg(feature = "rustls")]
+pub mod tls;
+
+#[cfg(feature = "http2")]
+pub(crate) use h2_stream::H2Stream;
+
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,7 +33,7 @@ pub enum MaybeTlsStream<S> {
     /// One stream of an HTTP/2 connection (extended CONNECT, RFC 8441), over TLS or cleartext
     /// (h2c). The connection itself is driven by its own task.
     #[cfg(feature = "http2")]
-    Http2(Box<crate::h2::H2Stream>),
+    Http2(Box<H2Stream>),
 }
 
 impl<S> MaybeTlsStream<S> {

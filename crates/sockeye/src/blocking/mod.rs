@@ -49,12 +49,12 @@ use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
 };
 
+use crate::browser::ReadyState;
 use crate::client::{refusal_body_len, resolve_redirect, upgrade_request, WsUrl, BODY_QUIET};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, UrlError};
-use crate::mask::{nonce, OsMaskSource};
+use crate::rng::{nonce, OsMaskSource};
 use crate::server::{agree, Agreement};
-use crate::websocket::ReadyState;
 
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
 /// bound the handshake and the close handshake) and a half-close (to end the connection).

@@ -16,8 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::client::{percent_decode, WsUrl};
-use crate::config::WebSocketConfig;
+use crate::client::url::{percent_decode, WsUrl};
 use crate::error::{Error, ProxyError, UrlError};
 
 /// Port of a proxy URL without one. curl uses 1080 for every proxy scheme, `http` included;
@@ -385,28 +384,6 @@ impl ProxyConfig {
     }
 }
 
-/// Opens a TCP connection to `url`'s host, through the proxy `config` names for it, within
-/// the connect timeout.
-pub(crate) async fn connect_tcp(url: &WsUrl, config: &WebSocketConfig) -> Result<TcpStream, Error> {
-    let proxy = config
-        .proxy
-        .proxy_for(url)
-        .map_err(|e| ProxyError::InvalidUrl(Box::new(e)))?;
-    match proxy {
-        Some(proxy) => {
-            tracing::debug!(?proxy, host = %url.host, port = url.port, "connecting through proxy");
-            connect_via(&proxy, &url.host, url.port, config.connect_timeout).await
-        }
-        None => tokio::time::timeout(
-            config.connect_timeout,
-            TcpStream::connect((url.host.as_str(), url.port)),
-        )
-        .await
-        .map_err(|_| Error::ConnectTimeout)?
-        .map_err(Error::Io),
-    }
-}
-
 /// Connects to `proxy` and has it open a tunnel to `target_host:target_port`; the returned
 /// stream then carries bytes to and from the target. `timeout` bounds everything: DNS, the TCP
 /// connect to the proxy and the proxy's answer.
@@ -484,7 +461,8 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         if user.contains(':') {
             return Err(ProxyError::InvalidCredentials.into());
         }
-        let credentials = crate::client::basic_credentials(format!("{user}:{password}").as_bytes());
+        let credentials =
+            crate::client::url::basic_credentials(format!("{user}:{password}").as_bytes());
         request.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
     }
     request.push_str("\r\n");
