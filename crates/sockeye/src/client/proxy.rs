@@ -265,6 +265,13 @@ impl Proxy {
         target: &WsUrl,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, UrlError> {
+        // Not hyper-util's `Matcher::from_env` (0.1.21), which fails
+        // `env_chooses_by_scheme_like_curl`, `no_proxy_exempts_matching_hosts` and
+        // `parses_proxy_urls`: it reads `HTTP_PROXY` before `http_proxy` (curl: lowercase
+        // first), turns every proxy off when `REQUEST_METHOD` is set (curl ignores only
+        // `HTTP_PROXY`), skips an unusable value silently instead of failing, decodes
+        // credentials lossily, keeps HTTP credentials only as a `Basic` header value and reads
+        // the process environment only.
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         if let Some(list) = get("no_proxy").or_else(|| get("NO_PROXY")) {
             if no_proxy_matches(&list, &target.host) {
@@ -419,6 +426,24 @@ pub async fn connect_via(
     .await
     .map_err(|_| Error::ConnectTimeout)?
 }
+
+// Hand-written rather than hyper-util's `Tunnel` and `SocksV5` connectors (0.1.21), which fail
+// these tests (checked against the crate, not only read):
+// - both read the proxy's answer into a buffer and drop what follows it, so the tunnel's first
+//   bytes are lost (`http_connect_request_and_exact_read`, `socks5_requests`);
+// - `Tunnel` reports every status but 200, and an answer that is not HTTP, as
+//   `TunnelUnsuccessful` without the status: no `HttpStatus(403)`, no `BadResponse`
+//   (`http_connect_failures`, tests/proxy.rs `http_proxy_refusing_the_target`); it accepts 100
+//   header fields (`http_connect_header_count_is_bounded`) and refuses a 2xx other than 200,
+//   which RFC 9110 §9.3.6 counts as success;
+// - `SocksV5` with credentials offers only username/password, where curl also offers "no
+//   authentication" (`socks5_requests`, tests/proxy.rs `socks5_username_password`), and fails
+//   when the proxy picks the latter; it reads the whole reply before looking at its code, so a
+//   proxy that refuses and closes is an I/O error, and codes above 8 are parse errors
+//   (`socks5_failures`: `Socks5Reply`); for `socks5://` it resolves the target with the
+//   blocking `ToSocketAddrs` on the runtime thread;
+// - both are `Service<Uri>` connectors over a connection they own (`'static`), where `tunnel`
+//   runs over a borrowed stream, as the unit tests drive it.
 
 /// Asks the proxy at the other end of `io` for a tunnel to `host:port`. Reads nothing past the
 /// proxy's answer: what follows belongs to the target.
@@ -842,6 +867,19 @@ mod tests {
         assert!(Proxy::from_env_with(&url("ws://b.com/"), env(&vars))
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn no_proxy_star_exempts_ip_literals_too() {
+        // curl: "The only wildcard available is a single * character, which matches all hosts".
+        for target in ["ws://10.0.0.1/", "ws://[::1]:8080/", "ws://example.com/"] {
+            let vars = [("ALL_PROXY", "http://p:1"), ("NO_PROXY", "a.com, *")];
+            assert_eq!(
+                Proxy::from_env_with(&url(target), env(&vars)).unwrap(),
+                None,
+                "{target}"
+            );
+        }
     }
 
     /// Fails the test instead of hanging.
