@@ -118,7 +118,7 @@
 //! // Client.
 //! let (mut ws, _response) = blocking::connect("ws://127.0.0.1:9001/")?;
 //! ws.send("hello")?;
-//! if let Message::Text(reply) = ws.read()? {
+//! if let Some(Message::Text(reply)) = ws.read()? {
 //!     println!("{reply}");
 //! }
 //! ws.close(CloseCode::NORMAL, "bye")?;
@@ -128,10 +128,10 @@
 //! for tcp in listener.incoming() {
 //!     std::thread::spawn(move || -> Result<(), sockeye::Error> {
 //!         let mut ws = blocking::accept(tcp?)?;
-//!         loop {
-//!             let message = ws.read()?;
+//!         while let Some(message) = ws.read()? {
 //!             ws.send(message)?;
 //!         }
+//!         Ok(())
 //!     });
 //! }
 //! # Ok(()) }

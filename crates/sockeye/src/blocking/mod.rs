@@ -11,7 +11,7 @@
 //!
 //! let (mut ws, _response) = blocking::connect("ws://127.0.0.1:9001/chat")?;
 //! ws.send("hello")?;
-//! if let Message::Text(reply) = ws.read()? {
+//! if let Some(Message::Text(reply)) = ws.read()? {
 //!     println!("{reply}");
 //! }
 //! ws.close(CloseCode::NORMAL, "bye")?;
@@ -398,21 +398,23 @@ impl<S: Socket> WebSocket<S> {
     /// written before the next read from the socket); pongs and the peer's close frame are
     /// consumed. After the peer's close frame the close handshake is completed here.
     ///
+    /// Returns `Ok(None)` once the connection is closed: at the clean close itself and at every
+    /// call after the end, whatever it was ([`close_info`](Self::close_info) says how it
+    /// ended), as [`WebSocketStream`](crate::WebSocketStream) ends with `None`.
+    ///
     /// # Errors
     ///
-    /// - [`Error::Send`]`(`[`SendError::Closed`]`)` once the connection is closed, including
-    ///   the call that sees a clean close; [`close_info`](Self::close_info) says how it ended.
     /// - [`Error::Protocol`] when the peer violated the protocol: the connection was failed
     ///   with the error's close code (e.g. 1002, or 1009 for a message over the limit).
     /// - [`Error::AbnormalClosure`] when the transport ended without a close handshake, or the
     ///   close timeout expired.
     /// - [`Error::Io`] when the transport fails; of kind `WouldBlock` or `TimedOut` when a read
     ///   timeout set on the socket expires, in which case the connection stays usable.
-    pub fn read(&mut self) -> Result<Message, Error> {
+    pub fn read(&mut self) -> Result<Option<Message>, Error> {
         if self.closed.is_some() {
-            return Err(Error::Send(SendError::Closed));
+            return Ok(None);
         }
-        self.next_message()?.ok_or(Error::Send(SendError::Closed))
+        self.next_message()
     }
 
     /// Performs the close handshake: sends a close frame with `code` and `reason`, reads until
@@ -641,10 +643,10 @@ pub fn accept<S: Socket>(io: S) -> Result<WebSocket<S>, Error> {
 /// for tcp in listener.incoming().take(1) {
 ///     std::thread::spawn(move || -> Result<(), sockeye::Error> {
 ///         let mut ws = blocking::accept(tcp?)?;
-///         loop {
-///             let message = ws.read()?;
+///         while let Some(message) = ws.read()? {
 ///             ws.send(message)?;
 ///         }
+///         Ok(())
 ///     });
 /// }
 /// # Ok::<(), std::io::Error>(())
@@ -1038,7 +1040,7 @@ mod tests {
             WebSocketConfig::default(),
             &[0x81, 0x82, 0, 0, 0, 0, b'H', b'i'],
         );
-        assert_eq!(server.read().unwrap(), Message::text("Hi"));
+        assert_eq!(server.read().unwrap(), Some(Message::text("Hi")));
     }
 
     #[test]
@@ -1050,11 +1052,12 @@ mod tests {
             let mut echoed = 0;
             let end = loop {
                 match ws.read() {
-                    Ok(message) => {
+                    Ok(Some(message)) => {
                         ws.send(message).unwrap();
                         echoed += 1;
                     }
-                    Err(e) => break e,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
             };
             (echoed, end, ws.close_info().cloned())
@@ -1063,7 +1066,7 @@ mod tests {
         client.send(Message::Ping(b"p".to_vec().into())).unwrap();
         for message in [Message::text("one"), Message::binary(vec![7; 70_000])] {
             client.send(message.clone()).unwrap();
-            assert_eq!(client.read().unwrap(), message);
+            assert_eq!(client.read().unwrap(), Some(message));
         }
         // Sending after the close frame is refused; close reports a clean end.
         client.close(CloseCode(4321), "done").unwrap();
@@ -1076,7 +1079,8 @@ mod tests {
         assert_eq!(client.state(), State::Closed);
         let (echoed, end, closed) = server.join().unwrap();
         assert_eq!(echoed, 2);
-        assert!(matches!(end, Error::Send(SendError::Closed)), "{end:?}");
+        // A clean close ends the reads with `None`, not an error.
+        assert!(end.is_ok(), "{end:?}");
         let closed = closed.unwrap();
         assert_eq!(
             (closed.code, closed.reason.as_str()),
