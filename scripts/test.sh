@@ -29,8 +29,9 @@ eval "$(scripts/redis.sh)"
 step "tests (unit, property, integration, doc)"
 SOCKEYE_SOAK_SECS=5 SOCKEYE_SOAK_CONCURRENCY=200 cargo test --workspace --all-features --locked
 
-step "sockeye builds without TLS (--no-default-features)"
+step "sockeye builds without TLS, sockeye-hub without Redis (--no-default-features)"
 cargo check -p sockeye --no-default-features --locked --quiet
+cargo check -p sockeye-hub --no-default-features --locked --quiet
 
 step "soak: 60 s of 1,000 concurrent churning connections (SOCKEYE_SOAK_SECS for longer)"
 SOCKEYE_SOAK_SECS=${SOCKEYE_SOAK_SECS:-60} SOCKEYE_SOAK_CONCURRENCY=${SOCKEYE_SOAK_CONCURRENCY:-1000} \

@@ -178,9 +178,7 @@
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
 //! connection by design, and `axum::WebSocketUpgrade::on_upgrade` (feature `axum`), which
 //! spawns the task that receives the upgraded connection, and the [`WebSocket`] constructors,
-//! which spawn the task that drives the connection, as a browser does. With feature `redis`,
-//! `hub::RedisBackplane` spawns its publishing and subscribing tasks when a [`hub::Hub`] is
-//! created with it. [`WebSocket::next_event`]
+//! which spawn the task that drives the connection, as a browser does. [`WebSocket::next_event`]
 //! is cancel-safe. [`ReconnectingClient::next_event`] is
 //! cancel-safe: the connect in progress, the backoff wait and undelivered events stay in the
 //! client.
@@ -206,7 +204,6 @@ mod config;
 mod error;
 #[cfg(feature = "http2")]
 pub mod h2;
-pub mod hub;
 mod mask;
 mod proxy;
 mod reconnect;
