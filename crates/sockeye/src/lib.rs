@@ -178,9 +178,7 @@
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
 //! connection by design, and `integrations::axum::WebSocketUpgrade::on_upgrade` (feature `axum`), which
 //! spawns the task that receives the upgraded connection, and the [`WebSocket`] constructors,
-//! which spawn the task that drives the connection, as a browser does. With feature `redis`,
-//! `hub::RedisBackplane` spawns its publishing and subscribing tasks when a [`hub::Hub`] is
-//! created with it. [`WebSocket::next_event`]
+//! which spawn the task that drives the connection, as a browser does. [`WebSocket::next_event`]
 //! is cancel-safe. [`ReconnectingClient::next_event`] is
 //! cancel-safe: the connect in progress, the backoff wait and undelivered events stay in the
 //! client.
@@ -201,7 +199,8 @@
 // The folders, bottom to top: `error`, `config`, `rng` and `transport/` (plain, TLS, an HTTP/2
 // stream) are the ground; `stream/` is the WebSocket over a transport; `client/` and `server/`
 // open connections; `http2/` is a feature-gated layer on top of them; `browser/`, `blocking/`,
-// `reconnect` and `integrations/` are API styles; `hub/` is an application of WebSockets.
+// `reconnect` and `integrations/` are API styles; the hub (an application of WebSockets) is the
+// `sockeye-hub` crate.
 pub mod blocking;
 pub mod browser;
 mod client;
@@ -209,7 +208,6 @@ mod config;
 mod error;
 #[cfg(feature = "http2")]
 pub mod http2;
-pub mod hub;
 pub mod integrations;
 mod reconnect;
 mod rng;
