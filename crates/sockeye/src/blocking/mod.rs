@@ -879,12 +879,7 @@ fn tls_connect(
 ) -> Result<MaybeTlsStream, Error> {
     use crate::tls::rustls;
 
-    let tls = match &config.tls_client {
-        Some(tls) => tls.clone(),
-        None => crate::tls::default_client_config()?,
-    };
-    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", url.host).into()))?;
+    let (tls, name) = crate::tls::client_session(config.tls_client.as_ref(), &url.host, &[])?;
     let conn = rustls::ClientConnection::new(tls, name).map_err(|e| Error::Tls(Box::new(e)))?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {

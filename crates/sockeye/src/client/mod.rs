@@ -211,7 +211,7 @@ impl ClientBuilder {
         let deadline = config.handshake_timeout;
         tokio::time::timeout(deadline, async {
             let io = if url.tls {
-                tls_connect(tcp, url, config).await?
+                crate::transport::connect_tls(tcp, &url.host, config, &[]).await?
             } else {
                 MaybeTlsStream::Plain(tcp)
             };
@@ -224,26 +224,4 @@ impl ClientBuilder {
         .await
         .map_err(|_| Error::HandshakeTimeout)?
     }
-}
-
-#[cfg(feature = "rustls")]
-async fn tls_connect(
-    tcp: TcpStream,
-    url: &WsUrl,
-    config: &WebSocketConfig,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    let tls = match &config.tls_client {
-        Some(tls) => tls.clone(),
-        None => crate::tls::default_client_config()?,
-    };
-    crate::tls::connect(tcp, &url.host, tls).await
-}
-
-#[cfg(not(feature = "rustls"))]
-async fn tls_connect(
-    _tcp: TcpStream,
-    _url: &WsUrl,
-    _config: &WebSocketConfig,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    Err(UrlError::TlsDisabled.into())
 }

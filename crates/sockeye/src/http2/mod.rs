@@ -472,7 +472,10 @@ impl H2Connection {
         let deadline = config.handshake_timeout;
         tokio::time::timeout(deadline, async {
             let io = if url.tls {
-                tls_connect_h2(tcp, &url, &config).await?
+                // `http/1.1` too, so that a server without HTTP/2 completes the TLS handshake
+                // and the caller can report `Http2NotNegotiated` rather than a TLS alert.
+                crate::transport::connect_tls(tcp, &url.host, &config, &[b"h2", b"http/1.1"])
+                    .await?
             } else {
                 MaybeTlsStream::Plain(tcp)
             };
@@ -641,32 +644,6 @@ pub(crate) async fn connect_one(
     let resource = url.resource.clone();
     let connection = H2Connection::connect_url(url, config).await?;
     connection.websocket_with(&resource, headers).await
-}
-
-#[cfg(feature = "rustls")]
-async fn tls_connect_h2(
-    tcp: TcpStream,
-    url: &WsUrl,
-    config: &WebSocketConfig,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    let base = match &config.tls_client {
-        Some(tls) => tls.clone(),
-        None => crate::tls::default_client_config()?,
-    };
-    let mut tls = (*base).clone();
-    // `http/1.1` too, so that a server without HTTP/2 completes the TLS handshake and the
-    // caller can report `Http2NotNegotiated` rather than a TLS alert.
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    crate::tls::connect(tcp, &url.host, Arc::new(tls)).await
-}
-
-#[cfg(not(feature = "rustls"))]
-async fn tls_connect_h2(
-    _tcp: TcpStream,
-    _url: &WsUrl,
-    _config: &WebSocketConfig,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    Err(crate::error::UrlError::TlsDisabled.into())
 }
 
 fn head_of_response<B>(response: &Response<B>) -> Response<()> {

@@ -168,3 +168,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
         delegate!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
+
+/// Opens TLS over `tcp` to `host` with the client settings of `config` (its `tls_client`, else
+/// the bundled roots), offering `alpn` instead of the configuration's own protocols when some
+/// are given.
+///
+/// # Errors
+///
+/// [`Error::Tls`]; [`UrlError::TlsDisabled`](crate::UrlError::TlsDisabled) in a build without
+/// TLS.
+pub(crate) async fn connect_tls(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    config: &crate::WebSocketConfig,
+    alpn: &[&[u8]],
+) -> Result<MaybeTlsStream<tokio::net::TcpStream>, crate::Error> {
+    #[cfg(feature = "rustls")]
+    {
+        let (tls, name) = tls::client_session(config.tls_client.as_ref(), host, alpn)?;
+        tls::connect(tcp, name, tls).await
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = (tcp, host, config, alpn);
+        Err(crate::error::UrlError::TlsDisabled.into())
+    }
+}
