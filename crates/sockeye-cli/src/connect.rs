@@ -903,8 +903,11 @@ fn parse_command(line: &str) -> Command {
                     }
                 }
             };
-            if reason.len() > 123 {
-                return Command::Invalid("a close reason is at most 123 bytes".to_owned());
+            if reason.len() > sockeye::MAX_CLOSE_REASON {
+                return Command::Invalid(format!(
+                    "a close reason is at most {} bytes",
+                    sockeye::MAX_CLOSE_REASON
+                ));
             }
             Command::Send(Message::Close(Some(CloseFrame {
                 code,

@@ -85,7 +85,9 @@ use futures_sink::Sink;
 use futures_util::FutureExt as _;
 use http::Request;
 use sockeye_proto::handshake::{ClientRequest, HandshakeError};
-use sockeye_proto::{CloseCode, CloseFrame, Initiator, Message, SendError, State};
+use sockeye_proto::{
+    CloseCode, CloseFrame, Initiator, Message, SendError, State, MAX_CLOSE_REASON,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
@@ -104,10 +106,6 @@ pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Events delivered by the connection task and not yet taken by [`WebSocket::next_event`];
 /// while the queue is full the task stops reading from the socket.
 pub const EVENT_QUEUE: usize = 32;
-
-/// Longest close reason, in UTF-8 bytes (RFC 6455 §5.5: control frames carry at most 125 bytes,
-/// two of which are the code).
-const MAX_CLOSE_REASON: usize = 123;
 
 /// The state of a [`WebSocket`], as the browser's `readyState`; the discriminants are the
 /// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3).
