@@ -108,7 +108,8 @@ pub const MAX_QUEUED_MESSAGES: usize = 1024;
 pub const EVENT_QUEUE: usize = 32;
 
 /// The state of a [`WebSocket`], as the browser's `readyState`; the discriminants are the
-/// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3).
+/// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3). The connection's own [`State`] has
+/// the same values but no `Connecting`: it exists only once the handshake is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum ReadyState {
@@ -141,7 +142,6 @@ impl ReadyState {
 impl From<State> for ReadyState {
     fn from(state: State) -> Self {
         match state {
-            State::Connecting => Self::Connecting,
             State::Open => Self::Open,
             State::Closing => Self::Closing,
             State::Closed => Self::Closed,

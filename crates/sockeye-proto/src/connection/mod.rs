@@ -57,18 +57,19 @@ pub enum Role {
     Server,
 }
 
-/// The connection's ready state, with the names of the browser's `WebSocket.readyState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The connection's ready state. A [`Connection`] exists only after the opening handshake, so
+/// it starts [`Open`](Self::Open). The discriminants are those of the browser's
+/// `WebSocket.readyState` (`OPEN` = 1 … `CLOSED` = 3; `CONNECTING` = 0 belongs to handles that
+/// exist before the handshake, such as the `sockeye` crate's `ReadyState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
 pub enum State {
-    /// The opening handshake is in progress. A [`Connection`] starts after it, so it is never in
-    /// this state; the client and server handshake types are.
-    Connecting,
     /// Data can flow both ways.
-    Open,
+    Open = 1,
     /// A close frame was sent or received; the handshake is not finished.
-    Closing,
+    Closing = 2,
     /// The connection is closed; [`Event::Closed`] was emitted.
-    Closed,
+    Closed = 3,
 }
 
 /// Who started the end of the connection.
@@ -397,5 +398,18 @@ impl Deflate {
     /// Whether a new message of `len` bytes is sent compressed.
     fn compresses(&self, len: usize) -> bool {
         self.deflater.is_enabled() && len >= self.threshold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    /// The values of the browser's `readyState` (WHATWG WebSockets: `OPEN` = 1, `CLOSING` = 2,
+    /// `CLOSED` = 3), which the `sockeye` crate's `ReadyState` shares.
+    #[test]
+    fn states_carry_the_browser_values() {
+        let values = [State::Open, State::Closing, State::Closed].map(|state| state as u8);
+        assert_eq!(values, [1, 2, 3]);
     }
 }
