@@ -10,6 +10,12 @@ its code. Paths are resolved to the file that *defines* the item, following re-e
 (`mod x;`) is not a dependency either. Code under `#[cfg(test)]` (a `mod tests { .. }` block or a
 test-only file) is left out: unit tests may reach anywhere.
 
+One allowance: a file may use its own parent module (`super::` from `a/b.rs` into `a/mod.rs`).
+Rust splits one type's `impl` blocks over a folder that way (`connection/recv.rs` holds
+`impl Connection` for receiving), and the parent necessarily names the children's types; the
+edge from a child to its parent is therefore not counted. Every other edge counts: between
+siblings, across folders, from a parent to its children.
+
 A strongly connected component of more than one file is a cycle: the script prints it with the
 imports that close it and exits 1. It reads the source as text (comments and string literals are
 blanked first); it does not run the compiler, so a path built by a macro is not seen.
@@ -228,6 +234,7 @@ class Crate:
         for modpath, path in self.files.items():
             if path in self.test_only:
                 continue
+            parent = self.files.get(modpath[:-1]) if modpath else None
             # A `pub use` is a signpost (resolved through, above), not a dependency.
             text = USE_RE.sub(lambda m: "\n" * m.group(0).count("\n") if m.group(1) else m.group(0),
                               self.code[path])
@@ -236,14 +243,14 @@ class Crate:
                 segs = [m.group(1)] + [s.strip().removeprefix("r#") for s in m.group(2).split("::") if s.strip()]
                 line = text.count("\n", 0, m.start()) + 1
                 target = self.resolve(self.absolute(modpath, segs))
-                if target != path and target not in self.test_only:
+                if target not in (path, parent) and target not in self.test_only:
                     deps.setdefault(target, line)
             # Brace groups of `use` statements name their items after the prefix.
             for absolute, line, public in self.uses[path].values():
                 if public:
                     continue
                 target = self.resolve(absolute)
-                if target != path and target not in self.test_only:
+                if target not in (path, parent) and target not in self.test_only:
                     deps.setdefault(target, line)
             out[path] = deps
         return out

@@ -258,5 +258,5 @@ pub use sockeye_proto::handshake::{ClientRequest, HandshakeError};
 pub struct ReadmeDoctests;
 pub use sockeye_proto::{
     bytes, http, CloseCode, CloseFrame, Closed, DataKind, Initiator, Message, ProtocolError, Role,
-    SendError, State, Utf8Bytes,
+    SendError, State, Utf8Bytes, MAX_CLOSE_REASON,
 };

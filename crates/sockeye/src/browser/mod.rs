@@ -85,7 +85,9 @@ use futures_sink::Sink;
 use futures_util::FutureExt as _;
 use http::Request;
 use sockeye_proto::handshake::{ClientRequest, HandshakeError};
-use sockeye_proto::{CloseCode, CloseFrame, Initiator, Message, SendError, State};
+use sockeye_proto::{
+    CloseCode, CloseFrame, Initiator, Message, SendError, State, MAX_CLOSE_REASON,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
@@ -105,12 +107,9 @@ pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// while the queue is full the task stops reading from the socket.
 pub const EVENT_QUEUE: usize = 32;
 
-/// Longest close reason, in UTF-8 bytes (RFC 6455 §5.5: control frames carry at most 125 bytes,
-/// two of which are the code).
-const MAX_CLOSE_REASON: usize = 123;
-
 /// The state of a [`WebSocket`], as the browser's `readyState`; the discriminants are the
-/// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3).
+/// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3). The connection's own [`State`] has
+/// the same values but no `Connecting`: it exists only once the handshake is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum ReadyState {
@@ -143,7 +142,6 @@ impl ReadyState {
 impl From<State> for ReadyState {
     fn from(state: State) -> Self {
         match state {
-            State::Connecting => Self::Connecting,
             State::Open => Self::Open,
             State::Closing => Self::Closing,
             State::Closed => Self::Closed,
