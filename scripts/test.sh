@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, with its own set-up. Safe to run again; runs on a fresh clone.
-#   formatting, clippy (warnings are errors), the protocol core's dependency rule, unit,
+#   formatting, clippy (warnings are errors), the protocol core's dependency rule, no import
+#   cycle between the files of a crate, every combination of cargo features, unit,
 #   property and integration tests, doc tests and rustdoc warnings, then the Autobahn
 #   TestSuite in both roles (scripts/autobahn.sh, which installs kosoku in target/venv) and
 #   the interoperability matrix against Python websockets and Node ws (scripts/interop.sh) and
@@ -23,14 +24,17 @@ if cargo tree -p sockeye-proto -e normal --prefix none | grep -Ei '^(tokio|futur
     echo "sockeye-proto must stay sans-I/O"; exit 1
 fi
 
+step "no file of a crate imports another in a cycle (scripts/check_cycles.py)"
+python3 scripts/check_cycles.py
+
 step "test set-up: Debian's redis-server for the multi-node tests (scripts/redis.sh)"
 eval "$(scripts/redis.sh)"
 
 step "tests (unit, property, integration, doc)"
 SOCKEYE_SOAK_SECS=5 SOCKEYE_SOAK_CONCURRENCY=200 cargo test --workspace --all-features --locked
 
-step "sockeye builds without TLS (--no-default-features)"
-cargo check -p sockeye --no-default-features --locked --quiet
+step "every combination of each crate's features builds, warnings as errors (scripts/check_features.py)"
+python3 scripts/check_features.py
 
 step "soak: 60 s of 1,000 concurrent churning connections (SOCKEYE_SOAK_SECS for longer)"
 SOCKEYE_SOAK_SECS=${SOCKEYE_SOAK_SECS:-60} SOCKEYE_SOAK_CONCURRENCY=${SOCKEYE_SOAK_CONCURRENCY:-1000} \

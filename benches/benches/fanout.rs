@@ -1,5 +1,5 @@
 //! Fan-out of one publisher to N subscribers on one node (N = 1,000 and 10,000): the
-//! `sockeye::hub` topic against the naive loop of one `send` per connection, with sockeye's own
+//! `sockeye_hub` topic against the naive loop of one `send` per connection, with sockeye's own
 //! API in both. Reports deliveries per second and the delivery latency (publish call to the
 //! client's receipt of the message) at p50 and p99. A report, not a timed test: no criterion
 //! (a run is one long burst, and the latency distribution is the point).
@@ -53,8 +53,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use sockeye::hub::{Hub, HubConfig, SlowConsumer};
 use sockeye::{Message, Role, WebSocketConfig, WebSocketStream};
+use sockeye_hub::{Hub, HubConfig, SlowConsumer};
 use tokio::io::DuplexStream;
 use tokio::sync::Notify;
 

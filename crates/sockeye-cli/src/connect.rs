@@ -903,8 +903,11 @@ fn parse_command(line: &str) -> Command {
                     }
                 }
             };
-            if reason.len() > 123 {
-                return Command::Invalid("a close reason is at most 123 bytes".to_owned());
+            if reason.len() > sockeye::MAX_CLOSE_REASON {
+                return Command::Invalid(format!(
+                    "a close reason is at most {} bytes",
+                    sockeye::MAX_CLOSE_REASON
+                ));
             }
             Command::Send(Message::Close(Some(CloseFrame {
                 code,
@@ -1100,6 +1103,16 @@ mod tests {
         );
         assert!(matches!(parse_command("/close 1006"), Command::Invalid(_)));
         assert!(matches!(parse_command("/close x"), Command::Invalid(_)));
+        // The longest reason a close frame carries, and one byte more.
+        let longest = "r".repeat(sockeye::MAX_CLOSE_REASON);
+        assert!(matches!(
+            parse_command(&format!("/close 1000 {longest}")),
+            Command::Send(Message::Close(Some(_)))
+        ));
+        assert!(matches!(
+            parse_command(&format!("/close 1000 {longest}r")),
+            Command::Invalid(_)
+        ));
         assert_eq!(
             parse_command("/ping abc"),
             Command::Send(Message::Ping(Bytes::from_static(b"abc")))

@@ -3,7 +3,7 @@
 //!
 //! In broadcast mode every text and binary message goes to every *other* client connected on
 //! the same request path: one chat room per path (`/room/lobby`), a topic of a
-//! [`sockeye::hub::Hub`]. With `--redis URL` the hub uses Redis pub/sub as its backplane, so a
+//! [`sockeye_hub::Hub`]. With `--redis URL` the hub uses Redis pub/sub as its backplane, so a
 //! room spans every node started with the same Redis. Each client has a bounded queue of
 //! messages waiting to be written to it (`--broadcast-queue` messages and
 //! `--broadcast-queue-size` payload bytes, besides the connection's 64 KiB write buffer). A
@@ -26,8 +26,8 @@ use anyhow::Context as _;
 use clap::ValueEnum;
 use futures_util::{SinkExt as _, StreamExt as _};
 use sockeye::http::{header, HeaderValue, Request, Response, StatusCode};
-use sockeye::hub::{Hub, HubConfig, RedisBackplane, SlowConsumer};
 use sockeye::{CloseCode, ServerStream, WebSocketStream};
+use sockeye_hub::{Hub, HubConfig, RedisBackplane, SlowConsumer, Subscriber};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -62,12 +62,6 @@ pub(crate) enum SlowPolicy {
     Drop,
 }
 
-/// Default for `--broadcast-queue`.
-const DEFAULT_BROADCAST_QUEUE: usize = 256;
-
-/// Default for `--broadcast-queue-size`: 4 MiB.
-const DEFAULT_BROADCAST_QUEUE_SIZE: usize = 4 << 20;
-
 /// How long a client disconnected for being slow gets to take its 1008 close frame before the
 /// TCP connection is dropped: it is, after all, not reading.
 const SLOW_CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -94,13 +88,13 @@ pub(crate) struct ServeArgs {
     static_dir: Option<PathBuf>,
     /// Broadcast mode: messages queued for one client at most; a client whose queue is full
     /// (it reads slower than its room talks) is disconnected with 1008.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BROADCAST_QUEUE,
+    #[arg(long, value_name = "N", default_value_t = HubConfig::default().max_queued_messages,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     broadcast_queue: usize,
     /// Broadcast mode: payload bytes queued for one client at most; a client whose queue would
     /// go over is disconnected with 1008 (one message larger than this is still queued for a
     /// client whose queue is empty).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BROADCAST_QUEUE_SIZE)]
+    #[arg(long, value_name = "BYTES", default_value_t = HubConfig::default().max_queued_size)]
     broadcast_queue_size: usize,
     /// Broadcast mode: what to do with a client whose queue is full.
     #[arg(long, value_enum, default_value_t = SlowPolicy::Close)]
@@ -334,7 +328,7 @@ async fn broadcast(
     mut ws: ServerStream,
     request: Request<()>,
     peer: Option<SocketAddr>,
-    mut member: sockeye::hub::Subscriber,
+    mut member: Subscriber,
     shutdown: CancellationToken,
 ) {
     let path = request.uri().path().to_owned();

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::frame::CloseCode;
+use crate::close_code::CloseCode;
 
 /// The peer violated RFC 6455; the connection is failed
 /// ([§7.1.7](https://www.rfc-editor.org/rfc/rfc6455#section-7.1.7)).
@@ -111,7 +111,7 @@ pub enum SendError {
     ControlFrameTooBig,
     /// A close code that may not be sent (see [`CloseCode::is_sendable`]).
     InvalidCloseCode(u16),
-    /// A close reason over 123 bytes.
+    /// A close reason over [`MAX_CLOSE_REASON`](crate::MAX_CLOSE_REASON) (123) bytes.
     CloseReasonTooLong,
     /// A whole message or a new fragmented message while a fragmented one is unfinished.
     FragmentInProgress,

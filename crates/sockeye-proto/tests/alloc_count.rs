@@ -117,7 +117,7 @@ fn receive_allocations(size: usize, keep: bool) -> f64 {
     n as f64 / MESSAGES as f64
 }
 
-/// Size of the block received messages are carved from (`MESSAGE_BLOCK` in connection.rs).
+/// Size of the block received messages are carved from (`MESSAGE_BLOCK` in connection/recv.rs).
 const MESSAGE_BLOCK: usize = 4 << 10;
 
 #[test]

@@ -1,6 +1,6 @@
 //! One axum application serving HTTP and WebSocket on one port: `GET /` (a page that opens the
 //! WebSocket), `GET /health` (`ok`) and `GET /ws` (an echo WebSocket, upgraded by
-//! [`sockeye::axum::WebSocketUpgrade`]).
+//! [`sockeye::integrations::axum::WebSocketUpgrade`]).
 //!
 //! ```text
 //! cargo run -p sockeye --features axum --example axum_app -- 127.0.0.1:3000
@@ -15,7 +15,7 @@ use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt as _;
-use sockeye::axum::{AxumWebSocket, WebSocketUpgrade};
+use sockeye::integrations::axum::{AxumWebSocket, WebSocketUpgrade};
 
 /// The page served at `/`: it echoes a message through `/ws` when opened in a browser.
 const PAGE: &str = r#"<!doctype html>

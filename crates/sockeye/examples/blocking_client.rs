@@ -39,10 +39,12 @@ fn run(url: &str, messages: impl Iterator<Item = String>) -> Result<(), sockeye:
     for text in messages {
         ws.send(text)?;
         match ws.read()? {
-            Message::Text(reply) => println!("{reply}"),
-            Message::Binary(data) => println!("<{} bytes of binary data>", data.len()),
+            Some(Message::Text(reply)) => println!("{reply}"),
+            Some(Message::Binary(data)) => println!("<{} bytes of binary data>", data.len()),
             // `read` returns data messages only.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+            Some(Message::Ping(_) | Message::Pong(_) | Message::Close(_)) => {}
+            // The server closed the connection.
+            None => return Ok(()),
         }
     }
     ws.close(CloseCode::NORMAL, "")

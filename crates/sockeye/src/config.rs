@@ -6,7 +6,7 @@ use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 use sockeye_proto::handshake::HandshakeConfig;
 use sockeye_proto::{Connection, MaskSource, Role};
 
-use crate::proxy::ProxyConfig;
+use crate::client::proxy::ProxyConfig;
 
 /// Settings for a client or server connection.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use std::{fmt, io};
 
 use sockeye_proto::handshake::HandshakeError;
-use sockeye_proto::{ProtocolError, SendError};
+use sockeye_proto::{CloseCode, ProtocolError, SendError};
 
 /// Everything that can go wrong on a sockeye connection.
 #[derive(Debug)]
@@ -59,6 +59,65 @@ pub enum Error {
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1` (RFC 8441 §3), so extended CONNECT may not be
     /// used.
     ExtendedConnectDisabled,
+}
+
+/// Why this end closed a connection by itself: neither the application asked for it nor the
+/// peer did anything wrong. One exhaustive mapping to close codes, in the form of
+/// [`ProtocolError::close_code`]: a new cause must choose its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalClose {
+    /// The server is shutting down gracefully.
+    Shutdown,
+    /// No message within [`WebSocketConfig::idle_timeout`](crate::WebSocketConfig::idle_timeout).
+    Idle,
+    /// No pong or other data within the keepalive timeout.
+    Keepalive,
+    /// The peer took no bytes within the write timeout.
+    WriteTimeout,
+    /// A handler of the browser-shaped API panicked or stopped taking events.
+    HandlerFailed,
+    /// Every handle of a browser-shaped connection was dropped.
+    Orphaned,
+}
+
+impl LocalClose {
+    /// The close code sent for this cause
+    /// ([RFC 6455 §7.4.1](https://www.rfc-editor.org/rfc/rfc6455#section-7.4.1)).
+    pub(crate) const fn close_code(self) -> CloseCode {
+        match self {
+            // 1001: "an endpoint is \"going away\", such as a server going down or a browser
+            // having navigated away from a page" (a dropped browser `WebSocket` sends it too).
+            Self::Shutdown | Self::Idle | Self::Orphaned => CloseCode::GOING_AWAY,
+            // 1008: "it has received a message that violates its policy"; a peer that takes no
+            // bytes breaks the write-timeout policy.
+            Self::WriteTimeout => CloseCode::POLICY_VIOLATION,
+            // 1011: "an unexpected condition that prevented it from fulfilling the request".
+            Self::Keepalive | Self::HandlerFailed => CloseCode::INTERNAL_ERROR,
+        }
+    }
+
+    /// The close reason sent for this cause. Empty after a handler failure: panic messages may
+    /// be security-sensitive (python-websockets sends none with its 1011 either).
+    pub(crate) const fn reason(self) -> &'static str {
+        match self {
+            Self::Shutdown => "server shutting down",
+            Self::Idle => "idle timeout",
+            Self::Keepalive => "keepalive timeout",
+            Self::WriteTimeout => "peer too slow",
+            Self::HandlerFailed | Self::Orphaned => "",
+        }
+    }
+
+    /// The error a stream reports when it ends after this cause, if any: an abort (queued
+    /// output dropped, the transport closed without waiting for the peer's close frame) is an
+    /// error; the others are close handshakes like the application's own.
+    pub(crate) const fn error(self) -> Option<Error> {
+        match self {
+            Self::Keepalive => Some(Error::KeepaliveTimeout),
+            Self::WriteTimeout => Some(Error::WriteTimeout),
+            Self::Shutdown | Self::Idle | Self::HandlerFailed | Self::Orphaned => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {

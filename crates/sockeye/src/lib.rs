@@ -15,11 +15,11 @@
 //! | async `Stream` + `Sink` | [`connect`], [`ClientBuilder`] → [`WebSocketStream`] | [`Server::serve`], [`accept`] |
 //! | handlers / events, browser-shaped | [`WebSocket::new`], [`WebSocket::builder`] | [`Server::on_connection`] |
 //! | blocking, no runtime | [`blocking::connect`] | [`blocking::accept`] |
-//! | hyper / axum (features `hyper`, `axum`) | | `upgrade::upgrade`, `axum::WebSocketUpgrade` |
-//! | over HTTP/2, RFC 8441 (feature `http2`) | `ClientBuilder::http2`, `h2::H2Connection` | `Server::http2` |
+//! | hyper / axum (features `hyper`, `axum`) | | `integrations::hyper::upgrade`, `integrations::axum::WebSocketUpgrade` |
+//! | over HTTP/2, RFC 8441 (feature `http2`) | `ClientBuilder::http2`, `http2::H2Connection` | `Server::http2` |
 //!
 //! [`WebSocket`] follows the browser's `WebSocket` member by member: see the
-//! [browser-parity table](websocket#the-browser-interface-member-by-member).
+//! [browser-parity table](browser#the-browser-interface-member-by-member).
 //!
 //! ## Async stream
 //!
@@ -118,7 +118,7 @@
 //! // Client.
 //! let (mut ws, _response) = blocking::connect("ws://127.0.0.1:9001/")?;
 //! ws.send("hello")?;
-//! if let Message::Text(reply) = ws.read()? {
+//! if let Some(Message::Text(reply)) = ws.read()? {
 //!     println!("{reply}");
 //! }
 //! ws.close(CloseCode::NORMAL, "bye")?;
@@ -128,10 +128,10 @@
 //! for tcp in listener.incoming() {
 //!     std::thread::spawn(move || -> Result<(), sockeye::Error> {
 //!         let mut ws = blocking::accept(tcp?)?;
-//!         loop {
-//!             let message = ws.read()?;
+//!         while let Some(message) = ws.read()? {
 //!             ws.send(message)?;
 //!         }
+//!         Ok(())
 //!     });
 //! }
 //! # Ok(()) }
@@ -147,7 +147,7 @@
 //! use axum::response::Response;
 //! use axum::routing::get;
 //! use futures_util::{SinkExt, StreamExt};
-//! use sockeye::axum::WebSocketUpgrade;
+//! use sockeye::integrations::axum::WebSocketUpgrade;
 //!
 //! async fn ws_route(upgrade: WebSocketUpgrade) -> Response {
 //!     upgrade.on_upgrade(|mut ws| async move {
@@ -176,11 +176,9 @@
 //! by the next operation.
 //! [`WebSocketStream::close`] queues its close frame at the first poll and may be called again to
 //! resume waiting. No function spawns a task except [`Server::serve`], which spawns one per
-//! connection by design, and `axum::WebSocketUpgrade::on_upgrade` (feature `axum`), which
+//! connection by design, and `integrations::axum::WebSocketUpgrade::on_upgrade` (feature `axum`), which
 //! spawns the task that receives the upgraded connection, and the [`WebSocket`] constructors,
-//! which spawn the task that drives the connection, as a browser does. With feature `redis`,
-//! `hub::RedisBackplane` spawns its publishing and subscribing tasks when a [`hub::Hub`] is
-//! created with it. [`WebSocket::next_event`]
+//! which spawn the task that drives the connection, as a browser does. [`WebSocket::next_event`]
 //! is cancel-safe. [`ReconnectingClient::next_event`] is
 //! cancel-safe: the connect in progress, the backoff wait and undelivered events stay in the
 //! client.
@@ -198,44 +196,58 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(feature = "axum")]
-pub mod axum;
+// The folders, bottom to top: `error`, `config`, `rng` and `transport/` (plain, TLS, an HTTP/2
+// stream) are the ground; `stream/` is the WebSocket over a transport; `client/` and `server/`
+// open connections; `http2/` is a feature-gated layer on top of them; `browser/`, `blocking/`,
+// `reconnect` and `integrations/` are API styles; the hub (an application of WebSockets) is the
+// `sockeye-hub` crate.
 pub mod blocking;
+pub mod browser;
 mod client;
 mod config;
 mod error;
 #[cfg(feature = "http2")]
-pub mod h2;
-pub mod hub;
-mod mask;
-mod proxy;
+pub mod http2;
+pub mod integrations;
 mod reconnect;
+mod rng;
 mod server;
 mod stream;
-#[cfg(feature = "rustls")]
-pub mod tls;
 mod transport;
-#[cfg(feature = "hyper")]
-pub mod upgrade;
-pub mod websocket;
 
+#[cfg(feature = "rustls")]
+pub use transport::tls;
+
+// The module paths before the folders (see CHANGELOG.md), kept so that code written against
+// them compiles.
+#[cfg(feature = "http2")]
+#[doc(hidden)]
+pub use self::http2 as h2;
+#[doc(hidden)]
+pub use browser as websocket;
+#[cfg(feature = "axum")]
+#[doc(hidden)]
+pub use integrations::axum;
+#[cfg(feature = "hyper")]
+#[doc(hidden)]
+pub use integrations::hyper as upgrade;
+
+pub use browser::{
+    CloseEvent, Event, ReadyState, WebSocket, WebSocketBuilder, EVENT_QUEUE, MAX_QUEUED_MESSAGES,
+};
+pub use client::proxy::{connect_via, Proxy, ProxyConfig, DEFAULT_PROXY_PORT};
 pub use client::{
-    client_handshake, connect, connect_with_config, percent_decode, ClientBuilder, ClientStream,
-    WsUrl,
+    client_handshake, connect, connect_with_config, percent_decode, ClientBuilder, WsUrl,
 };
 pub use config::WebSocketConfig;
 pub use error::{Error, ProxyError, UrlError};
-pub use proxy::{connect_via, Proxy, ProxyConfig, DEFAULT_PROXY_PORT};
 pub use reconnect::{Backoff, ReconnectEvent, ReconnectingClient};
 pub use server::{
     accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
-    HttpCallback, OriginCallback, OriginPolicy, Server, ServerStream, DEFAULT_MAX_CONNECTIONS,
+    HttpCallback, OriginCallback, OriginPolicy, Server, DEFAULT_MAX_CONNECTIONS,
 };
-pub use stream::WebSocketStream;
+pub use stream::{ClientStream, ServerStream, WebSocketStream};
 pub use transport::MaybeTlsStream;
-pub use websocket::{
-    CloseEvent, Event, ReadyState, WebSocket, WebSocketBuilder, EVENT_QUEUE, MAX_QUEUED_MESSAGES,
-};
 
 pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 pub use sockeye_proto::handshake::{ClientRequest, HandshakeError, Negotiated};
@@ -246,5 +258,5 @@ pub use sockeye_proto::handshake::{ClientRequest, HandshakeError, Negotiated};
 pub struct ReadmeDoctests;
 pub use sockeye_proto::{
     bytes, http, CloseCode, CloseFrame, Closed, DataKind, Initiator, Message, ProtocolError, Role,
-    SendError, State, Utf8Bytes,
+    SendError, State, Utf8Bytes, MAX_CLOSE_REASON,
 };

@@ -20,8 +20,9 @@ use http::Response;
 use sockeye_proto::{CloseCode, Closed, Initiator, Message, SendError, State};
 use tokio::time::{Instant, Sleep};
 
-use crate::client::{ClientBuilder, ClientStream};
+use crate::client::ClientBuilder;
 use crate::error::{Error, ProxyError};
+use crate::stream::ClientStream;
 
 /// How long a [`ReconnectingClient`] waits before each reconnect attempt, and when it gives up.
 ///

@@ -37,7 +37,8 @@ fn std_listener() -> (TcpListener, SocketAddr) {
 #[derive(Debug)]
 struct BlockingEchoReport {
     echoed: usize,
-    end: Error,
+    /// How the reads ended: `Ok` at a clean close.
+    end: Result<(), Error>,
     closed: Option<Closed>,
     state: State,
 }
@@ -57,12 +58,13 @@ fn spawn_blocking_echo(
         let mut echoed = 0;
         let end = loop {
             match ws.read() {
-                Ok(message) => {
+                Ok(Some(message)) => {
                     assert!(message.is_data(), "read returned {message:?}");
                     ws.send(message).expect("echo");
                     echoed += 1;
                 }
-                Err(e) => break e,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             }
         };
         BlockingEchoReport {
@@ -125,7 +127,7 @@ async fn reporting_echo_server() -> (
 /// Sends `message` and reads the reply.
 fn echo(ws: &mut ClientWebSocket, message: Message) -> Message {
     ws.send(message).expect("send");
-    ws.read().expect("read")
+    ws.read().expect("read").expect("a message, not the end")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,8 +150,8 @@ async fn blocking_client_echoes_with_the_async_server() {
         ws.close(CloseCode::NORMAL, "bye").expect("close");
         assert_eq!(ws.state(), State::Closed);
         assert_eq!(ws.ready_state(), sockeye::ReadyState::Closed);
-        // After the close handshake: errors saying the connection is closed.
-        assert!(matches!(ws.read(), Err(Error::Send(SendError::Closed))));
+        // After the close handshake: reads end, sends are refused.
+        assert!(matches!(ws.read(), Ok(None)));
         assert!(matches!(
             ws.send("late"),
             Err(Error::Send(SendError::Closed))
@@ -211,11 +213,7 @@ async fn async_client_talks_to_a_blocking_server() {
 
     let report = join("blocking server", server).await;
     assert_eq!(report.echoed, messages().len() + 1);
-    assert!(
-        matches!(report.end, Error::Send(SendError::Closed)),
-        "{:?}",
-        report.end
-    );
+    assert!(matches!(report.end, Ok(())), "{:?}", report.end);
     assert_eq!(report.state, State::Closed);
     let closed = report.closed.expect("server close info");
     assert!(closed.was_clean, "{closed:?}");
@@ -233,10 +231,13 @@ async fn blocking_server_closes_with_its_code() {
         let (tcp, _) = listener.accept().expect("accept");
         tcp.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut ws = blocking::accept(tcp).expect("accept");
-        assert_eq!(ws.read().expect("read"), Message::text("close please"));
+        assert_eq!(
+            ws.read().expect("read"),
+            Some(Message::text("close please"))
+        );
         ws.close(CloseCode::GOING_AWAY, "going away")
             .expect("close");
-        assert!(matches!(ws.read(), Err(Error::Send(SendError::Closed))));
+        assert!(matches!(ws.read(), Ok(None)));
         ws.close_info().cloned().expect("close info")
     });
     let (mut ws, _) = within("connect", sockeye::connect(&format!("ws://{addr}/")))
@@ -284,7 +285,10 @@ async fn blocking_client_answers_pings() {
     off_thread("blocking client", move || {
         let (ws, _) = blocking::connect(&url).expect("connect");
         let mut ws = bounded(ws);
-        assert_eq!(ws.read().expect("read"), Message::text("pong \"ping 1\""));
+        assert_eq!(
+            ws.read().expect("read"),
+            Some(Message::text("pong \"ping 1\""))
+        );
         ws.close(CloseCode::NORMAL, "").expect("close");
     })
     .await;
@@ -556,7 +560,8 @@ async fn client_sees_violation(frame: Vec<u8>, expected: ProtocolError, code: Cl
     let closed = closed.expect("close info");
     assert_eq!(closed.code, code);
     assert_eq!(closed.initiator, Initiator::Library);
-    assert!(matches!(after, Err(Error::Send(SendError::Closed))));
+    // After the failure is reported, the reads have ended.
+    assert!(matches!(after, Ok(None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,7 +610,10 @@ async fn an_unmasked_client_frame_fails_the_blocking_server() {
     let report = join("blocking server", server).await;
     assert_eq!(report.echoed, 1);
     assert!(
-        matches!(report.end, Error::Protocol(ProtocolError::UnmaskedFrame)),
+        matches!(
+            report.end,
+            Err(Error::Protocol(ProtocolError::UnmaskedFrame))
+        ),
         "{:?}",
         report.end
     );
@@ -664,8 +672,9 @@ async fn a_message_over_the_limit_is_1009() {
     assert!(
         matches!(
             report.end,
-            Error::Protocol(ProtocolError::MessageTooBig { limit: 1024 })
-                | Error::Protocol(ProtocolError::FrameTooBig { limit: 1024 })
+            Err(Error::Protocol(ProtocolError::MessageTooBig {
+                limit: 1024
+            })) | Err(Error::Protocol(ProtocolError::FrameTooBig { limit: 1024 }))
         ),
         "{:?}",
         report.end

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::handshake::is_tchar;
+use crate::handshake::token::is_tchar;
 
 /// The extension's registered name.
 pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";

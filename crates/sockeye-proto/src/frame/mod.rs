@@ -4,7 +4,9 @@ mod close;
 mod mask;
 mod opcode;
 
-pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+/// Close codes live at the crate root; re-exported here so that existing paths keep working.
+pub use crate::close_code::{CloseCode, MAX_CLOSE_REASON};
+pub use close::CloseFrame;
 pub use mask::{apply_mask, apply_mask_bytewise};
 pub use opcode::OpCode;
 

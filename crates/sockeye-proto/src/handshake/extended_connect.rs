@@ -19,8 +19,8 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::client::check_selection;
-use super::server::add_selection;
-use super::{reject_response, ClientRequest, HandshakeError};
+use super::server::{add_selection, ServerPolicy};
+use super::{reject_response, Accept, ClientRequest, HandshakeError, Negotiated};
 use crate::deflate::{DeflateConfig, DeflateParams};
 
 /// The `:protocol` value that asks for a WebSocket (RFC 8441 §4, the "websocket" entry of the
@@ -116,6 +116,18 @@ pub fn reject_connect_response(err: &HandshakeError) -> (Response<()>, Vec<u8>) 
         headers.insert(ALLOW, HeaderValue::from_static("CONNECT"));
     }
     (response, body)
+}
+
+impl ServerPolicy {
+    /// The `200` answer accepting an extended CONNECT `request` over HTTP/2 (RFC 8441) with
+    /// `accept`, and what it agreed, by the rules of [`accept_response`](Self::accept_response).
+    pub fn accept_connect(
+        &self,
+        request: &Request<()>,
+        accept: Accept,
+    ) -> (Response<()>, Negotiated) {
+        self.agree(request, accept, accept_connect_response)
+    }
 }
 
 /// A client's extended CONNECT handshake: builds the request and checks the answer.

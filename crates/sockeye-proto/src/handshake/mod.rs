@@ -15,6 +15,7 @@ mod client;
 mod extended_connect;
 mod redirect;
 mod server;
+pub(crate) mod token;
 
 pub use accept_key::{accept_key, key_from_nonce, WEBSOCKET_GUID};
 pub use client::{refusal_body_len, ClientHandshake, ClientRequest, Outcome, MAX_REFUSAL_BODY};
@@ -29,6 +30,7 @@ pub use server::{
     HandshakeRequest, HttpCallback, Incoming, OriginCallback, OriginPolicy, ServerHandshake,
     ServerPolicy,
 };
+pub(crate) use token::is_token;
 
 use crate::deflate::{DeflateParams, ExtensionError};
 
@@ -197,16 +199,6 @@ pub(crate) fn from_httparse(err: httparse::Error, config: &HandshakeConfig) -> H
         httparse::Error::Token => HandshakeError::MalformedHttp("invalid token"),
         httparse::Error::Version => HandshakeError::MalformedHttp("invalid http version"),
     }
-}
-
-/// Whether `b` is an HTTP token character (RFC 7230 §3.2.6 `tchar`).
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Whether `value` is an HTTP token: one or more `tchar`.
-pub(crate) fn is_token(value: &[u8]) -> bool {
-    !value.is_empty() && value.iter().all(|&b| is_tchar(b))
 }
 
 /// The subprotocols a request offers, in the client's order (`Sec-WebSocket-Protocol`, which

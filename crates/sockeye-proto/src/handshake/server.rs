@@ -461,16 +461,6 @@ impl ServerPolicy {
         self.agree(request, accept, accept_response_with)
     }
 
-    /// The `200` answer accepting an extended CONNECT `request` over HTTP/2 (RFC 8441) with
-    /// `accept`, and what it agreed, by the rules of [`accept_response`](Self::accept_response).
-    pub fn accept_connect(
-        &self,
-        request: &Request<()>,
-        accept: Accept,
-    ) -> (Response<()>, Negotiated) {
-        self.agree(request, accept, super::accept_connect_response)
-    }
-
     /// The answer to a plain HTTP `request` (not an upgrade), whichever HTTP version carried
     /// it: `None` unless [`on_http`](Self::on_http) is set and the method is `GET` or `HEAD`;
     /// `413 Payload Too Large` when the request announced a body (it is never read); else the
@@ -490,14 +480,15 @@ impl ServerPolicy {
     }
 }
 
-/// The answer building of [`accept_response_with`] and its HTTP/2 twin.
-type Answer =
+/// The answer building of [`accept_response_with`] and its HTTP/2 twin
+/// ([`accept_connect_response`](super::accept_connect_response)).
+pub(super) type Answer =
     fn(&Request<()>, Option<&DeflateConfig>, Option<&str>) -> (Response<()>, Option<DeflateParams>);
 
 impl ServerPolicy {
     /// `answer` to `request` with `accept`'s headers and subprotocol (dropped unless the
     /// client offered it), and what it agreed.
-    fn agree(
+    pub(super) fn agree(
         &self,
         request: &Request<()>,
         accept: Accept,

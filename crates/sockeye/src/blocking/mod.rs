@@ -11,7 +11,7 @@
 //!
 //! let (mut ws, _response) = blocking::connect("ws://127.0.0.1:9001/chat")?;
 //! ws.send("hello")?;
-//! if let Message::Text(reply) = ws.read()? {
+//! if let Some(Message::Text(reply)) = ws.read()? {
 //!     println!("{reply}");
 //! }
 //! ws.close(CloseCode::NORMAL, "bye")?;
@@ -54,12 +54,12 @@ use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
 };
 
+use crate::browser::ReadyState;
 use crate::client::{follow_redirect, upgrade_request, Attempt, WsUrl, BODY_QUIET};
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::mask::{nonce, OsMaskSource};
+use crate::rng::{nonce, OsMaskSource};
 use crate::server::{upgrade_or_end, Ending, Hooks, Upgrade};
-use crate::websocket::ReadyState;
 
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
 /// bound the handshake and the close handshake) and a half-close (to end the connection).
@@ -405,21 +405,23 @@ impl<S: Socket> WebSocket<S> {
     /// written before the next read from the socket); pongs and the peer's close frame are
     /// consumed. After the peer's close frame the close handshake is completed here.
     ///
+    /// Returns `Ok(None)` once the connection is closed: at the clean close itself and at every
+    /// call after the end, whatever it was ([`close_info`](Self::close_info) says how it
+    /// ended), as [`WebSocketStream`](crate::WebSocketStream) ends with `None`.
+    ///
     /// # Errors
     ///
-    /// - [`Error::Send`]`(`[`SendError::Closed`]`)` once the connection is closed, including
-    ///   the call that sees a clean close; [`close_info`](Self::close_info) says how it ended.
     /// - [`Error::Protocol`] when the peer violated the protocol: the connection was failed
     ///   with the error's close code (e.g. 1002, or 1009 for a message over the limit).
     /// - [`Error::AbnormalClosure`] when the transport ended without a close handshake, or the
     ///   close timeout expired.
     /// - [`Error::Io`] when the transport fails; of kind `WouldBlock` or `TimedOut` when a read
     ///   timeout set on the socket expires, in which case the connection stays usable.
-    pub fn read(&mut self) -> Result<Message, Error> {
+    pub fn read(&mut self) -> Result<Option<Message>, Error> {
         if self.closed.is_some() {
-            return Err(Error::Send(SendError::Closed));
+            return Ok(None);
         }
-        self.next_message()?.ok_or(Error::Send(SendError::Closed))
+        self.next_message()
     }
 
     /// Performs the close handshake: sends a close frame with `code` and `reason`, reads until
@@ -648,10 +650,10 @@ pub fn accept<S: Socket>(io: S) -> Result<WebSocket<S>, Error> {
 /// for tcp in listener.incoming().take(1) {
 ///     std::thread::spawn(move || -> Result<(), sockeye::Error> {
 ///         let mut ws = blocking::accept(tcp?)?;
-///         loop {
-///             let message = ws.read()?;
+///         while let Some(message) = ws.read()? {
 ///             ws.send(message)?;
 ///         }
+///         Ok(())
 ///     });
 /// }
 /// # Ok::<(), std::io::Error>(())
@@ -886,12 +888,7 @@ fn tls_connect(
 ) -> Result<MaybeTlsStream, Error> {
     use crate::tls::rustls;
 
-    let tls = match &config.tls_client {
-        Some(tls) => tls.clone(),
-        None => crate::tls::default_client_config()?,
-    };
-    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", url.host).into()))?;
+    let (tls, name) = crate::tls::client_session(config.tls_client.as_ref(), &url.host, &[])?;
     let conn = rustls::ClientConnection::new(tls, name).map_err(|e| Error::Tls(Box::new(e)))?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {
@@ -1045,7 +1042,7 @@ mod tests {
             WebSocketConfig::default(),
             &[0x81, 0x82, 0, 0, 0, 0, b'H', b'i'],
         );
-        assert_eq!(server.read().unwrap(), Message::text("Hi"));
+        assert_eq!(server.read().unwrap(), Some(Message::text("Hi")));
     }
 
     #[test]
@@ -1057,11 +1054,12 @@ mod tests {
             let mut echoed = 0;
             let end = loop {
                 match ws.read() {
-                    Ok(message) => {
+                    Ok(Some(message)) => {
                         ws.send(message).unwrap();
                         echoed += 1;
                     }
-                    Err(e) => break e,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
             };
             (echoed, end, ws.close_info().cloned())
@@ -1070,7 +1068,7 @@ mod tests {
         client.send(Message::Ping(b"p".to_vec().into())).unwrap();
         for message in [Message::text("one"), Message::binary(vec![7; 70_000])] {
             client.send(message.clone()).unwrap();
-            assert_eq!(client.read().unwrap(), message);
+            assert_eq!(client.read().unwrap(), Some(message));
         }
         // Sending after the close frame is refused; close reports a clean end.
         client.close(CloseCode(4321), "done").unwrap();
@@ -1083,7 +1081,8 @@ mod tests {
         assert_eq!(client.state(), State::Closed);
         let (echoed, end, closed) = server.join().unwrap();
         assert_eq!(echoed, 2);
-        assert!(matches!(end, Error::Send(SendError::Closed)), "{end:?}");
+        // A clean close ends the reads with `None`, not an error.
+        assert!(end.is_ok(), "{end:?}");
         let closed = closed.unwrap();
         assert_eq!(
             (closed.code, closed.reason.as_str()),

@@ -85,7 +85,9 @@ use futures_sink::Sink;
 use futures_util::FutureExt as _;
 use http::Request;
 use sockeye_proto::handshake::{ClientRequest, HandshakeError};
-use sockeye_proto::{CloseCode, CloseFrame, Initiator, Message, SendError, State};
+use sockeye_proto::{
+    CloseCode, CloseFrame, Initiator, Message, SendError, State, MAX_CLOSE_REASON,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
@@ -93,7 +95,7 @@ use tokio_util::sync::PollSender;
 
 use crate::client::{ClientBuilder, WsUrl};
 use crate::config::WebSocketConfig;
-use crate::error::{Error, UrlError};
+use crate::error::{Error, LocalClose, UrlError};
 use crate::server::Server;
 use crate::stream::WebSocketStream;
 
@@ -105,12 +107,9 @@ pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// while the queue is full the task stops reading from the socket.
 pub const EVENT_QUEUE: usize = 32;
 
-/// Longest close reason, in UTF-8 bytes (RFC 6455 §5.5: control frames carry at most 125 bytes,
-/// two of which are the code).
-const MAX_CLOSE_REASON: usize = 123;
-
 /// The state of a [`WebSocket`], as the browser's `readyState`; the discriminants are the
-/// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3).
+/// standard's constants (`CONNECTING` = 0 … `CLOSED` = 3). The connection's own [`State`] has
+/// the same values but no `Connecting`: it exists only once the handshake is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum ReadyState {
@@ -143,7 +142,6 @@ impl ReadyState {
 impl From<State> for ReadyState {
     fn from(state: State) -> Self {
         match state {
-            State::Connecting => Self::Connecting,
             State::Open => Self::Open,
             State::Closing => Self::Closing,
             State::Closed => Self::Closed,
@@ -755,7 +753,13 @@ fn start_closing(
 /// panic messages may be security-sensitive) and to report the end to every handle.
 fn handler_panicked(shared: &Shared, control_tx: &mpsc::UnboundedSender<Control>) {
     tracing::error!("websocket connection handler panicked");
-    start_closing(shared, control_tx, CloseCode::INTERNAL_ERROR, String::new());
+    let cause = LocalClose::HandlerFailed;
+    start_closing(
+        shared,
+        control_tx,
+        cause.close_code(),
+        cause.reason().to_owned(),
+    );
 }
 
 /// Builds a client [`WebSocket`]: subprotocols, settings, headers, handlers.
@@ -991,7 +995,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     async fn run(mut self) {
         if self.channels.sink.emit(Event::Open).await.is_err() {
-            self.start_close(CloseCode::INTERNAL_ERROR, "");
+            self.close_locally(LocalClose::HandlerFailed);
         }
         let mut error = None;
         loop {
@@ -999,9 +1003,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                     let delivered = self.channels.sink.emit(Event::Message(message)).await;
                     if delivered.is_err() {
-                        // python-websockets closes with 1011 when a handler raises; the
-                        // reason stays empty: panic messages may be security-sensitive.
-                        self.start_close(CloseCode::INTERNAL_ERROR, "");
+                        // python-websockets closes with 1011 when a handler raises.
+                        self.close_locally(LocalClose::HandlerFailed);
                     }
                 }
                 Some(Ok(Message::Close(_))) => self.channels.shared.advance(ReadyState::Closing),
@@ -1114,7 +1117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 // Every handle is gone: close as a browser does when a `WebSocket` is
                 // garbage-collected, unless a close was asked for before the last handle went
                 // (1011 after a panicking `on_connection` future).
-                self.start_close(CloseCode::GOING_AWAY, "");
+                self.close_locally(LocalClose::Orphaned);
             }
             break;
         }
@@ -1125,6 +1128,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Sends a close frame, unless one was sent or received already.
+    /// Starts the close handshake for a local reason.
+    fn close_locally(&mut self, cause: LocalClose) {
+        self.start_close(cause.close_code(), cause.reason());
+    }
+
     fn start_close(&mut self, code: CloseCode, reason: &str) {
         self.channels.shared.advance(ReadyState::Closing);
         if self.stream.state() != State::Open {

@@ -1,20 +1,30 @@
-//! `sockeye::hub`: topics, fan-out sharing the payload, the slow-consumer policies with bounded
+//! `sockeye_hub`: topics, fan-out sharing the payload, the slow-consumer policies with bounded
 //! queues, metrics, the in-process backplane between hubs, and a never-reading WebSocket client
 //! over loopback TCP. Every wait is bounded by `PATIENCE`.
 
-mod common;
+use std::future::Future;
+use std::time::Duration;
 
-use common::{serve_in_background, within};
 use futures_util::{SinkExt as _, StreamExt as _};
-use sockeye::hub::{Hub, HubConfig, InProcessBackplane, SlowConsumer};
 use sockeye::{CloseCode, Message, Server};
+use sockeye_hub::{Hub, HubConfig, InProcessBackplane, SlowConsumer, Subscriber};
+
+/// Upper bound on anything that should happen promptly: a hang fails the test instead of
+/// stalling the suite. Never used to wait for something to happen.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the test if it takes longer than [`PATIENCE`].
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    let outcome = tokio::time::timeout(PATIENCE, fut).await;
+    outcome.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
 
 fn text(s: &str) -> Message {
     Message::text(s)
 }
 
 /// Everything queued for `subscriber`, without waiting.
-fn drain(subscriber: &mut sockeye::hub::Subscriber) -> Vec<Message> {
+fn drain(subscriber: &mut Subscriber) -> Vec<Message> {
     std::iter::from_fn(|| subscriber.try_recv()).collect()
 }
 
@@ -249,7 +259,9 @@ async fn a_never_reading_websocket_client_is_evicted_and_the_others_keep_receivi
     let hub = Hub::new(HubConfig::default().max_queued_messages(8));
     let handler_hub = hub.clone();
     let server = Server::bind("127.0.0.1:0").await.unwrap();
-    let serving = serve_in_background(server, move |mut ws, request| {
+    let addr = server.local_addr().unwrap();
+    // Stops with the test's runtime.
+    tokio::spawn(server.serve(move |mut ws, request| {
         let hub = handler_hub.clone();
         async move {
             let topic = request.uri().path().to_owned();
@@ -278,8 +290,8 @@ async fn a_never_reading_websocket_client_is_evicted_and_the_others_keep_receivi
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closing).await;
             }
         }
-    });
-    let url = format!("ws://{}/room", serving.addr);
+    }));
+    let url = format!("ws://{addr}/room");
     let (mut sender, _) = within("connect", sockeye::connect(&url)).await.unwrap();
     let (mut reader, _) = within("connect", sockeye::connect(&url)).await.unwrap();
     let (mut stalled, _) = within("connect", sockeye::connect(&url)).await.unwrap();

@@ -1,5 +1,21 @@
-//! The server: the opening handshake over tokio and a listener that hands each upgraded
-//! connection to user code.
+//! The server: a listener with a connection limit and graceful shutdown that hands each
+//! upgraded connection to user code.
+//!
+//! `handshake.rs` (a leaf) drives the core's `ServerHandshake` over tokio for HTTP/1.1; the
+//! Origin policy, the handshake callback, the subprotocol choice, refusals and the plain-HTTP
+//! answers are the core's `ServerPolicy`. HTTP/2 (`crate::http2`, feature `http2`) sits above
+//! this folder: it reuses that policy, and
+//! the accept loop hands it h2c and ALPN `h2` connections; nothing in this folder imports more
+//! of it.
+
+pub(crate) mod handshake;
+
+use handshake::accept_hooked;
+pub use handshake::{
+    accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
+    HttpCallback, OriginCallback, OriginPolicy,
+};
+pub(crate) use handshake::{upgrade_or_end, Ending, Hooks, Upgrade};
 
 use std::future::Future;
 use std::io;
@@ -8,15 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-pub use sockeye_proto::handshake::{
-    Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest, HttpCallback, OriginCallback,
-    OriginPolicy,
-};
-use sockeye_proto::handshake::{
-    HandshakeError, Incoming, Negotiated, ServerHandshake, ServerPolicy,
-};
-use sockeye_proto::Role;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use sockeye_proto::handshake::HandshakeError;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -24,199 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::stream::WebSocketStream;
+use crate::stream::ServerStream;
 use crate::transport::MaybeTlsStream;
-
-/// Accepts a WebSocket connection on `io` with default settings.
-///
-/// # Errors
-///
-/// As [`accept_with_config`].
-pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> Result<WebSocketStream<S>, Error> {
-    accept_with_config(io, WebSocketConfig::default())
-        .await
-        .map(|(ws, _)| ws)
-}
-
-/// Reads the upgrade request from `io`, answers it and returns the connection with the request
-/// (method, path and query, headers).
-///
-/// An invalid request is answered with the RFC's status (400, 405, 426 with
-/// `Sec-WebSocket-Version: 13`, 431) and the connection is shut down. The subprotocol is the
-/// first one the client offered that [`WebSocketConfig::protocols`] lists.
-///
-/// # Errors
-///
-/// [`Error::Handshake`] for an invalid request, [`Error::HandshakeTimeout`] after
-/// [`WebSocketConfig::handshake_timeout`], [`Error::Io`].
-pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
-    io: S,
-    config: WebSocketConfig,
-) -> Result<(WebSocketStream<S>, Request<()>), Error> {
-    accept_hooked(io, config, &Hooks::default(), None).await
-}
-
-/// The server's hooks into the handshake.
-#[derive(Clone, Default)]
-pub(crate) struct Hooks {
-    pub(crate) on_handshake: Option<HandshakeCallback>,
-    pub(crate) origin: OriginPolicy,
-    pub(crate) on_http: Option<HttpCallback>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_handshake", &self.on_handshake.is_some())
-            .field("origin", &self.origin)
-            .field("on_http", &self.on_http.is_some())
-            .finish()
-    }
-}
-
-impl Hooks {
-    /// The handshake policy of a connection: these hooks with `config`'s limits, subprotocols
-    /// and permessage-deflate.
-    pub(crate) fn policy(&self, config: &WebSocketConfig) -> ServerPolicy {
-        let mut policy = ServerPolicy::default();
-        policy.limits = config.handshake.clone();
-        policy.origin = self.origin.clone();
-        policy.protocols = config.protocols.clone();
-        policy.deflate = config.deflate.clone();
-        policy.on_handshake = self.on_handshake.clone();
-        policy.on_http = self.on_http.clone();
-        policy
-    }
-}
-
-/// The HTTP/1.1 handshake over tokio: feeds what the client sends to a [`ServerHandshake`]
-/// and writes its answer.
-async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
-    config: WebSocketConfig,
-    hooks: &Hooks,
-    peer: Option<SocketAddr>,
-) -> Result<(WebSocketStream<S>, Request<()>), Error> {
-    let timeout = config.handshake_timeout;
-    let mut handshake = ServerHandshake::new(hooks.policy(&config), peer);
-    let incoming = tokio::time::timeout(timeout, read_request(&mut io, &mut handshake))
-        .await
-        .map_err(|_| Error::HandshakeTimeout)??;
-    match upgrade_or_end(incoming, peer) {
-        Ok(Upgrade {
-            request,
-            response,
-            negotiated,
-        }) => {
-            io.write_all(&response).await?;
-            io.flush().await?;
-            let leftover = handshake.leftover();
-            let ws =
-                WebSocketStream::from_negotiated(io, Role::Server, config, negotiated, leftover);
-            Ok((ws, request))
-        }
-        Err(Ending { bytes, error }) => {
-            send_refusal(&mut io, &bytes, timeout).await;
-            Err(error)
-        }
-    }
-}
-
-/// An accepted upgrade, for the runtime to finish: write `response`, then build the connection.
-pub(crate) struct Upgrade {
-    pub(crate) request: Request<()>,
-    /// The `101` answer.
-    pub(crate) response: Vec<u8>,
-    pub(crate) negotiated: Negotiated,
-}
-
-/// A handshake that ends the connection: write `bytes`, close, report `error`.
-pub(crate) struct Ending {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) error: Error,
-}
-
-/// A handshake's answer, logged, for the runtimes that drive [`ServerHandshake`] (async and
-/// blocking): an upgrade to finish, or an answer after which the connection closes.
-pub(crate) fn upgrade_or_end(
-    incoming: Incoming,
-    peer: Option<SocketAddr>,
-) -> Result<Upgrade, Ending> {
-    match incoming {
-        Incoming::Upgrade {
-            request,
-            response,
-            negotiated,
-        } => {
-            tracing::debug!(path = %request.uri(), protocol = ?negotiated.protocol, "websocket connection accepted");
-            Ok(Upgrade {
-                request,
-                response,
-                negotiated,
-            })
-        }
-        Incoming::Http {
-            request,
-            answer,
-            bytes,
-        } => {
-            tracing::info!(
-                peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                method = %request.method(),
-                path = %request.uri(),
-                status = answer.status().as_u16(),
-                "http request"
-            );
-            Err(Ending {
-                bytes,
-                error: Error::Http(Box::new(answer)),
-            })
-        }
-        Incoming::Refused { answer, bytes, .. } => {
-            tracing::debug!(status = answer.status().as_u16(), "handshake refused");
-            Err(Ending {
-                bytes,
-                error: Error::Http(Box::new(answer)),
-            })
-        }
-        Incoming::Invalid { error, bytes } => {
-            tracing::debug!(%error, status = error.status(), "handshake rejected");
-            Err(Ending {
-                bytes,
-                error: Error::Handshake(Box::new(error)),
-            })
-        }
-    }
-}
-
-/// Writes an answer that ends the connection, then shuts it down; best effort (the peer may
-/// already be gone), within `timeout`.
-async fn send_refusal<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8], timeout: Duration) {
-    let _ = tokio::time::timeout(timeout, async {
-        io.write_all(bytes).await?;
-        io.shutdown().await
-    })
-    .await;
-}
-
-/// Reads until the handshake can answer.
-async fn read_request<S: AsyncRead + Unpin>(
-    io: &mut S,
-    handshake: &mut ServerHandshake,
-) -> Result<Incoming, Error> {
-    let mut chunk = Vec::with_capacity(1024);
-    loop {
-        chunk.clear();
-        let n = io.read_buf(&mut chunk).await?;
-        if let Some(incoming) = handshake.handle_bytes(&chunk) {
-            return Ok(incoming);
-        }
-        if n == 0 {
-            // The peer closed before the head ended: nobody to answer.
-            return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-        }
-    }
-}
 
 /// A WebSocket server: a TCP listener whose connections are upgraded and handed to a handler.
 ///
@@ -249,10 +66,6 @@ pub struct Server {
     #[cfg(feature = "http2")]
     http2: bool,
 }
-
-/// The connections a [`Server`] hands out: TCP, or TLS over TCP when the server has a
-/// certificate.
-pub type ServerStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Default for [`Server::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -299,7 +112,7 @@ impl Server {
         }
     }
 
-    /// Also serves WebSockets over HTTP/2 (RFC 8441, feature `http2`; see [`crate::h2`]):
+    /// Also serves WebSockets over HTTP/2 (RFC 8441, feature `http2`; see [`crate::http2`]):
     /// with [`tls`](Self::tls), ALPN offers `h2` before `http/1.1` and the client's choice is
     /// followed; without, a connection that starts with the HTTP/2 preface (h2c with prior
     /// knowledge) is served as HTTP/2 and any other as HTTP/1.1. WebSocket streams go through
@@ -561,7 +374,7 @@ impl Server {
                     #[cfg(feature = "http2")]
                     Ok(Opened::Http2(io)) => {
                         tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
-                        let serve = crate::h2::H2Serve {
+                        let serve = crate::http2::H2Serve {
                             config,
                             hooks,
                             handler,
@@ -569,7 +382,7 @@ impl Server {
                             limit,
                         };
                         let tls = io.is_tls();
-                        crate::h2::serve_connection(io, peer, tls, serve).await;
+                        crate::http2::serve_connection(io, peer, tls, serve).await;
                     }
                     Ok(Opened::WebSocket(ws, request)) => {
                         start_handler(&*handler, (*ws, request), peer, shutdown).await;
@@ -672,7 +485,7 @@ async fn open(
             #[cfg(not(feature = "rustls"))]
             Some(never) => match never {},
             None => {
-                if crate::h2::is_h2c(&tcp, config.handshake_timeout).await {
+                if crate::http2::is_h2c(&tcp, config.handshake_timeout).await {
                     return Ok(Opened::Http2(MaybeTlsStream::Plain(tcp)));
                 }
                 MaybeTlsStream::Plain(tcp)
@@ -717,6 +530,8 @@ fn log_rejected(peer: SocketAddr, err: &HandshakeError) {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
 

@@ -6,10 +6,10 @@
 //! Publishes go through a bounded queue ([`OUTGOING_QUEUE`] messages, [`MAX_OUTGOING_SIZE`]
 //! bytes) to one task that owns a
 //! Redis connection. While Redis is unreachable, publishes for other nodes are **dropped and
-//! counted** ([`HubMetrics::backplane_dropped`](super::HubMetrics::backplane_dropped)), as is a
+//! counted** ([`HubMetrics::backplane_dropped`](crate::HubMetrics::backplane_dropped)), as is a
 //! publish that finds the queue full; local delivery is not affected. Each failure (connection
 //! refused or lost, a command failing or timing out) counts in
-//! [`HubMetrics::backplane_errors`](super::HubMetrics::backplane_errors). Both tasks reconnect
+//! [`HubMetrics::backplane_errors`](crate::HubMetrics::backplane_errors). Both tasks reconnect
 //! with exponential backoff ([`Backoff`] from 50 ms up to 5 s) and the subscriber task
 //! subscribes again. Memory is bounded by the queue; messages published while Redis was down
 //! are not replayed.
@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use sockeye::Backoff;
 use sockeye_proto::Message;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{decode_envelope, encode_envelope, Backplane, BackplaneLink, NodeId};
-use crate::Backoff;
+use crate::backplane::{Backplane, BackplaneLink, NodeId};
+use crate::envelope::{decode_envelope, encode_envelope};
 
 /// Publishes waiting for the Redis connection at most; more are dropped and counted.
 pub const OUTGOING_QUEUE: usize = 4096;
@@ -44,11 +45,11 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Channel prefix used unless [`RedisBackplane::channel_prefix`] sets another.
 const DEFAULT_PREFIX: &str = "sockeye:";
 
-/// Redis pub/sub as the [`Backplane`] of a [`Hub`](super::Hub): see the [module docs](self).
+/// Redis pub/sub as the [`Backplane`] of a [`Hub`](crate::Hub): see the [module docs](self).
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use sockeye::hub::{Hub, HubConfig, RedisBackplane};
+/// use sockeye_hub::{Hub, HubConfig, RedisBackplane};
 ///
 /// let hub = Hub::with_backplane(
 ///     HubConfig::default(),

@@ -29,10 +29,10 @@
 //! use sockeye::WebSocketConfig;
 //!
 //! async fn service(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-//!     if !sockeye::upgrade::is_upgrade_request(&request) {
+//!     if !sockeye::integrations::hyper::is_upgrade_request(&request) {
 //!         return Ok(Response::new(Full::new(Bytes::from("not a websocket request\n"))));
 //!     }
-//!     match sockeye::upgrade::upgrade(&mut request, WebSocketConfig::default()) {
+//!     match sockeye::integrations::hyper::upgrade(&mut request, WebSocketConfig::default()) {
 //!         Ok((response, websocket)) => {
 //!             tokio::spawn(async move {
 //!                 let Ok(mut ws) = websocket.await else { return };

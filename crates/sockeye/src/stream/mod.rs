@@ -26,8 +26,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::WebSocketConfig;
-use crate::error::Error;
-use crate::mask::OsMaskSource;
+use crate::error::{Error, LocalClose};
+use crate::rng::OsMaskSource;
+use crate::transport::MaybeTlsStream;
 
 /// Wakes both the task reading and the task writing: the transport keeps one waker per
 /// direction, and either half may be the one that polled it last. `read` holds the waker of the
@@ -117,7 +118,7 @@ pub struct WebSocketStream<S> {
     housekeeping_waker: Waker,
     liveness: Liveness,
     /// Why this end aborted the connection, reported when the stream ends.
-    aborted: Option<AbortReason>,
+    aborted: Option<LocalClose>,
     /// The subprotocol agreed in the handshake.
     protocol: Option<Box<str>>,
 }
@@ -159,20 +160,10 @@ struct Liveness {
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AbortReason {
-    Keepalive,
-    WriteTimeout,
-}
-
-impl AbortReason {
-    /// The error reported for a connection aborted for this reason.
-    fn error(self) -> Error {
-        match self {
-            Self::Keepalive => Error::KeepaliveTimeout,
-            Self::WriteTimeout => Error::WriteTimeout,
-        }
-    }
+/// Starts the close handshake of `conn` for a local reason, after the output already queued.
+fn close_locally(conn: &mut Connection, cause: LocalClose) {
+    // Fails only when a close frame was already sent: that close goes on.
+    let _ = conn.close(cause.close_code(), cause.reason());
 }
 
 thread_local! {
@@ -717,7 +708,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 // once the write timeout has found that it stopped reading.
                 if !self.io_failed
                     && self.poll_drain().is_pending()
-                    && self.aborted != Some(AbortReason::WriteTimeout)
+                    && self.aborted != Some(LocalClose::WriteTimeout)
                     && !self.poll_close_timer()
                 {
                     self.closing_event = Some(closed);
@@ -764,11 +755,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             clean = closed.was_clean,
             "connection closed"
         );
-        let result = match (&closed.error, closed.was_clean) {
-            _ if self.aborted.is_some() => self.aborted.map(|reason| Err(reason.error())),
-            (Some(err), _) => Some(Err(Error::Protocol(err.clone()))),
-            (None, false) => Some(Err(Error::AbnormalClosure)),
-            (None, true) => None,
+        let aborted = self.aborted.and_then(LocalClose::error);
+        let result = match (aborted, &closed.error, closed.was_clean) {
+            (Some(err), _, _) => Some(Err(err)),
+            (None, Some(err), _) => Some(Err(Error::Protocol(err.clone()))),
+            (None, None, false) => Some(Err(Error::AbnormalClosure)),
+            (None, None, true) => None,
         };
         self.closed = Some(closed);
         result
@@ -806,9 +798,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             && self.poll_drain()?.is_pending()
         {
             if self.poll_housekeeping() {
-                if let Some(reason) = self.aborted {
+                if let Some(err) = self.aborted.and_then(LocalClose::error) {
                     let _ = self.poll_drain();
-                    return Poll::Ready(Err(reason.error()));
+                    return Poll::Ready(Err(err));
                 }
             }
             return Poll::Pending;
@@ -846,9 +838,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         match self.poll_drain() {
             Poll::Pending => {
                 if self.poll_housekeeping() {
-                    if let Some(reason) = self.aborted {
+                    if let Some(err) = self.aborted.and_then(LocalClose::error) {
                         let _ = self.poll_drain();
-                        return Poll::Ready(Err(reason.error()));
+                        return Poll::Ready(Err(err));
                     }
                 }
                 Poll::Pending
@@ -870,7 +862,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Ends the connection for a local reason: drops queued output, queues a close frame.
-    fn abort(&mut self, reason: AbortReason, code: CloseCode, text: &str) {
+    fn abort(&mut self, reason: LocalClose) {
         tracing::debug!(?reason, "aborting connection");
         self.aborted = Some(reason);
         // `write_buf` holds whole frames from `poll_transmit`, so a write position inside it is
@@ -883,7 +875,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         self.write_buf.clear();
         self.write_pos = 0;
         self.write_shared = None;
-        self.conn.abort(code, text);
+        self.conn.abort(reason.close_code(), reason.reason());
         if mid_frame && self.conn.buffered_amount() > 0 {
             // Takes the close frame only (`Transmit::Bytes`); the shutdown still follows.
             let mut dropped = Vec::new();
@@ -912,9 +904,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 self.liveness.shutdown = None;
                 if self.conn.state() == State::Open {
                     tracing::debug!("server shutting down: closing with 1001");
-                    let _ = self
-                        .conn
-                        .close(CloseCode::GOING_AWAY, "server shutting down");
+                    close_locally(&mut self.conn, LocalClose::Shutdown);
                     changed = true;
                 }
             }
@@ -922,11 +912,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if let Some(timer) = self.liveness.write_blocked.as_mut() {
             if timer.as_mut().poll(&mut cx).is_ready() {
                 self.liveness.write_blocked = None;
-                self.abort(
-                    AbortReason::WriteTimeout,
-                    CloseCode::POLICY_VIOLATION,
-                    "peer too slow",
-                );
+                self.abort(LocalClose::WriteTimeout);
                 return true;
             }
         }
@@ -940,11 +926,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 // Once answered (a pong or any other data), the ping is forgotten and the next
                 // one is due an interval after the last read, as below.
                 if self.liveness.ping_unanswered {
-                    self.abort(
-                        AbortReason::Keepalive,
-                        CloseCode::INTERNAL_ERROR,
-                        "keepalive timeout",
-                    );
+                    self.abort(LocalClose::Keepalive);
                     return true;
                 }
                 let due = self.liveness.last_read + interval;
@@ -974,7 +956,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 }
                 if self.conn.state() == State::Open {
                     tracing::debug!("idle timeout: closing with 1001");
-                    let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
+                    close_locally(&mut self.conn, LocalClose::Idle);
                     changed = true;
                 }
                 self.liveness.idle = None;
@@ -1025,6 +1007,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         this.poll_close_handshake()
     }
 }
+
+/// The transport of client connections: TCP, or TLS over TCP for `wss://`.
+pub type ClientStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The connections a [`Server`](crate::Server) hands out: TCP, or TLS over TCP when the server
+/// has a certificate.
+pub type ServerStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[cfg(test)]
 mod tests {

@@ -16,8 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::client::{percent_decode, WsUrl};
-use crate::config::WebSocketConfig;
+use crate::client::url::{percent_decode, WsUrl};
 use crate::error::{Error, ProxyError, UrlError};
 
 /// Port of a proxy URL without one. curl uses 1080 for every proxy scheme, `http` included;
@@ -266,6 +265,13 @@ impl Proxy {
         target: &WsUrl,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, UrlError> {
+        // Not hyper-util's `Matcher::from_env` (0.1.21), which fails
+        // `env_chooses_by_scheme_like_curl`, `no_proxy_exempts_matching_hosts` and
+        // `parses_proxy_urls`: it reads `HTTP_PROXY` before `http_proxy` (curl: lowercase
+        // first), turns every proxy off when `REQUEST_METHOD` is set (curl ignores only
+        // `HTTP_PROXY`), skips an unusable value silently instead of failing, decodes
+        // credentials lossily, keeps HTTP credentials only as a `Basic` header value and reads
+        // the process environment only.
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         if let Some(list) = get("no_proxy").or_else(|| get("NO_PROXY")) {
             if no_proxy_matches(&list, &target.host) {
@@ -385,28 +391,6 @@ impl ProxyConfig {
     }
 }
 
-/// Opens a TCP connection to `url`'s host, through the proxy `config` names for it, within
-/// the connect timeout.
-pub(crate) async fn connect_tcp(url: &WsUrl, config: &WebSocketConfig) -> Result<TcpStream, Error> {
-    let proxy = config
-        .proxy
-        .proxy_for(url)
-        .map_err(|e| ProxyError::InvalidUrl(Box::new(e)))?;
-    match proxy {
-        Some(proxy) => {
-            tracing::debug!(?proxy, host = %url.host, port = url.port, "connecting through proxy");
-            connect_via(&proxy, &url.host, url.port, config.connect_timeout).await
-        }
-        None => tokio::time::timeout(
-            config.connect_timeout,
-            TcpStream::connect((url.host.as_str(), url.port)),
-        )
-        .await
-        .map_err(|_| Error::ConnectTimeout)?
-        .map_err(Error::Io),
-    }
-}
-
 /// Connects to `proxy` and has it open a tunnel to `target_host:target_port`; the returned
 /// stream then carries bytes to and from the target. `timeout` bounds everything: DNS, the TCP
 /// connect to the proxy and the proxy's answer.
@@ -442,6 +426,24 @@ pub async fn connect_via(
     .await
     .map_err(|_| Error::ConnectTimeout)?
 }
+
+// Hand-written rather than hyper-util's `Tunnel` and `SocksV5` connectors (0.1.21), which fail
+// these tests (checked against the crate, not only read):
+// - both read the proxy's answer into a buffer and drop what follows it, so the tunnel's first
+//   bytes are lost (`http_connect_request_and_exact_read`, `socks5_requests`);
+// - `Tunnel` reports every status but 200, and an answer that is not HTTP, as
+//   `TunnelUnsuccessful` without the status: no `HttpStatus(403)`, no `BadResponse`
+//   (`http_connect_failures`, tests/proxy.rs `http_proxy_refusing_the_target`); it accepts 100
+//   header fields (`http_connect_header_count_is_bounded`) and refuses a 2xx other than 200,
+//   which RFC 9110 §9.3.6 counts as success;
+// - `SocksV5` with credentials offers only username/password, where curl also offers "no
+//   authentication" (`socks5_requests`, tests/proxy.rs `socks5_username_password`), and fails
+//   when the proxy picks the latter; it reads the whole reply before looking at its code, so a
+//   proxy that refuses and closes is an I/O error, and codes above 8 are parse errors
+//   (`socks5_failures`: `Socks5Reply`); for `socks5://` it resolves the target with the
+//   blocking `ToSocketAddrs` on the runtime thread;
+// - both are `Service<Uri>` connectors over a connection they own (`'static`), where `tunnel`
+//   runs over a borrowed stream, as the unit tests drive it.
 
 /// Asks the proxy at the other end of `io` for a tunnel to `host:port`. Reads nothing past the
 /// proxy's answer: what follows belongs to the target.
@@ -484,7 +486,8 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         if user.contains(':') {
             return Err(ProxyError::InvalidCredentials.into());
         }
-        let credentials = crate::client::basic_credentials(format!("{user}:{password}").as_bytes());
+        let credentials =
+            crate::client::url::basic_credentials(format!("{user}:{password}").as_bytes());
         request.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
     }
     request.push_str("\r\n");
@@ -864,6 +867,19 @@ mod tests {
         assert!(Proxy::from_env_with(&url("ws://b.com/"), env(&vars))
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn no_proxy_star_exempts_ip_literals_too() {
+        // curl: "The only wildcard available is a single * character, which matches all hosts".
+        for target in ["ws://10.0.0.1/", "ws://[::1]:8080/", "ws://example.com/"] {
+            let vars = [("ALL_PROXY", "http://p:1"), ("NO_PROXY", "a.com, *")];
+            assert_eq!(
+                Proxy::from_env_with(&url(target), env(&vars)).unwrap(),
+                None,
+                "{target}"
+            );
+        }
     }
 
     /// Fails the test instead of hanging.

@@ -1,13 +1,13 @@
 //! An [axum](https://docs.rs/axum) 0.8 extractor that upgrades a request to a sockeye WebSocket
 //! ([RFC 6455 §4.2](https://www.rfc-editor.org/rfc/rfc6455#section-4.2)), over
-//! [`crate::upgrade`].
+//! [`crate::integrations::hyper`].
 //!
 //! ```no_run
 //! use axum::response::Response;
 //! use axum::routing::get;
 //! use axum::Router;
 //! use futures_util::StreamExt;
-//! use sockeye::axum::{AxumWebSocket, WebSocketUpgrade};
+//! use sockeye::integrations::axum::{AxumWebSocket, WebSocketUpgrade};
 //!
 //! async fn ws_handler(upgrade: WebSocketUpgrade) -> Response {
 //!     upgrade.protocols(["chat"]).on_upgrade(echo)
@@ -37,7 +37,7 @@ use http::request::Parts;
 use http::Request;
 
 use crate::config::WebSocketConfig;
-use crate::upgrade::{HyperWebSocket, UpgradeError, UpgradeRequest};
+use crate::integrations::hyper::{HyperWebSocket, UpgradeError, UpgradeRequest};
 
 /// The connection [`WebSocketUpgrade::on_upgrade`] hands to its callback.
 pub type AxumWebSocket = HyperWebSocket;
@@ -59,7 +59,7 @@ pub type WebSocketUpgradeRejection = UpgradeError;
 /// ```no_run
 /// use axum::response::Response;
 /// use futures_util::StreamExt;
-/// use sockeye::axum::WebSocketUpgrade;
+/// use sockeye::integrations::axum::WebSocketUpgrade;
 /// use sockeye::{DeflateConfig, Message, WebSocketConfig};
 ///
 /// async fn handler(upgrade: WebSocketUpgrade) -> Response {

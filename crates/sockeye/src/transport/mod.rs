@@ -4,6 +4,14 @@
 //! ([`MaybeTlsStream::Http2`], RFC 8441), so that servers and clients hand out one
 //! WebSocket type whichever HTTP version carried the handshake.
 
+#[cfg(feature = "http2")]
+mod h2_stream;
+#[cfg(feature = "rustls")]
+pub mod tls;
+
+#[cfg(feature = "http2")]
+pub(crate) use h2_stream::H2Stream;
+
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,7 +33,7 @@ pub enum MaybeTlsStream<S> {
     /// One stream of an HTTP/2 connection (extended CONNECT, RFC 8441), over TLS or cleartext
     /// (h2c). The connection itself is driven by its own task.
     #[cfg(feature = "http2")]
-    Http2(Box<crate::h2::H2Stream>),
+    Http2(Box<H2Stream>),
 }
 
 impl<S> MaybeTlsStream<S> {
@@ -158,5 +166,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// Opens TLS over `tcp` to `host` with the client settings of `config` (its `tls_client`, else
+/// the bundled roots), offering `alpn` instead of the configuration's own protocols when some
+/// are given.
+///
+/// # Errors
+///
+/// [`Error::Tls`]; [`UrlError::TlsDisabled`](crate::UrlError::TlsDisabled) in a build without
+/// TLS.
+pub(crate) async fn connect_tls(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    config: &crate::WebSocketConfig,
+    alpn: &[&[u8]],
+) -> Result<MaybeTlsStream<tokio::net::TcpStream>, crate::Error> {
+    #[cfg(feature = "rustls")]
+    {
+        let (tls, name) = tls::client_session(config.tls_client.as_ref(), host, alpn)?;
+        tls::connect(tcp, name, tls).await
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = (tcp, host, config, alpn);
+        Err(crate::error::UrlError::TlsDisabled.into())
     }
 }

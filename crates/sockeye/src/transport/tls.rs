@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::error::Error;
@@ -68,7 +68,7 @@ pub fn client_config(extra_roots_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>
 }
 
 /// The default client configuration (bundled roots only), built once.
-pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, Error> {
+fn default_client_config() -> Result<Arc<ClientConfig>, Error> {
     static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     if let Some(config) = DEFAULT.get() {
         return Ok(config.clone());
@@ -123,14 +123,34 @@ pub fn server_config_from_pem_files(
     server_config_from_pem(&chain, &key)
 }
 
-/// Performs the client TLS handshake with SNI `host`.
+/// What a client needs to open TLS to `host`, for the async and the blocking client alike:
+/// the configuration (`configured`, else the bundled roots), offering the `alpn` protocols
+/// instead of its own when some are given, and the name to send (SNI) and verify.
+pub(crate) fn client_session(
+    configured: Option<&Arc<ClientConfig>>,
+    host: &str,
+    alpn: &[&[u8]],
+) -> Result<(Arc<ClientConfig>, ServerName<'static>), Error> {
+    let mut config = match configured {
+        Some(config) => config.clone(),
+        None => default_client_config()?,
+    };
+    if !alpn.is_empty() {
+        let mut with_alpn = (*config).clone();
+        with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config = Arc::new(with_alpn);
+    }
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| tls_error(format!("invalid server name {host:?}: {e}")))?;
+    Ok((config, name))
+}
+
+/// Performs the client TLS handshake, sending and verifying `name`.
 pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
-    host: &str,
+    name: ServerName<'static>,
     config: Arc<ClientConfig>,
 ) -> Result<MaybeTlsStream<S>, Error> {
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| tls_error(format!("invalid server name {host:?}: {e}")))?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, io)
         .await

@@ -29,7 +29,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,25 +36,27 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::ext::Protocol;
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sockeye_proto::handshake::{
     reject_connect_response, validate_connect_request, ClientRequest, ConnectHandshake,
     HandshakeError, Negotiated, ServerPolicy, MAX_REFUSAL_BODY, WEBSOCKET_PROTOCOL,
 };
 use sockeye_proto::Role;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{upgrade_request, ClientStream, WsUrl};
+use crate::client::handshake::upgrade_request;
+use crate::client::url::WsUrl;
 use crate::config::WebSocketConfig;
 use crate::error::Error;
-use crate::server::{Hooks, ServerStream};
+use crate::server::handshake::Hooks;
 use crate::stream::WebSocketStream;
-use crate::transport::MaybeTlsStream;
+use crate::stream::{ClientStream, ServerStream};
+use crate::transport::{H2Stream, MaybeTlsStream};
 
 /// Most WebSocket streams open at once on one HTTP/2 connection a [`Server`](crate::Server)
 /// serves (`SETTINGS_MAX_CONCURRENT_STREAMS`). Every stream also counts against
@@ -68,76 +69,6 @@ const MIN_SEND_BUF: usize = 16 << 10;
 
 /// The HTTP/2 connection preface a client with prior knowledge sends first (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// One stream of an HTTP/2 connection carrying a WebSocket: the transport of
-/// [`MaybeTlsStream::Http2`]. Reading yields the stream's DATA; writing sends DATA within
-/// HTTP/2 flow control; shutting down ends the stream (END_STREAM).
-#[derive(Debug)]
-pub struct H2Stream {
-    io: TokioIo<Upgraded>,
-    peer: Option<SocketAddr>,
-    tls: bool,
-}
-
-impl H2Stream {
-    fn new(upgraded: Upgraded, peer: Option<SocketAddr>, tls: bool) -> Self {
-        Self {
-            io: TokioIo::new(upgraded),
-            peer,
-            tls,
-        }
-    }
-
-    /// The address of the peer of the HTTP/2 connection, when known.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
-    }
-
-    /// Whether the HTTP/2 connection runs over TLS (else cleartext h2c).
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-}
-
-impl AsyncRead for H2Stream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for H2Stream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Server
@@ -468,7 +399,7 @@ fn head_of<B>(request: &Request<B>) -> Request<()> {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), sockeye::Error> {
-/// use sockeye::h2::H2Connection;
+/// use sockeye::http2::H2Connection;
 ///
 /// let connection = H2Connection::connect("wss://example.com", sockeye::WebSocketConfig::default()).await?;
 /// let (chat, _) = connection.websocket("/chat").await?;
@@ -512,13 +443,16 @@ impl H2Connection {
     }
 
     pub(crate) async fn connect_url(url: WsUrl, config: WebSocketConfig) -> Result<Self, Error> {
-        let tcp = crate::proxy::connect_tcp(&url, &config).await?;
+        let tcp = crate::client::tcp::connect_tcp(&url, &config).await?;
         config.apply_tcp_options(&tcp)?;
         let peer = tcp.peer_addr().ok();
         let deadline = config.handshake_timeout;
         tokio::time::timeout(deadline, async {
             let io = if url.tls {
-                tls_connect_h2(tcp, &url, &config).await?
+                // `http/1.1` too, so that a server without HTTP/2 completes the TLS handshake
+                // and the caller can report `Http2NotNegotiated` rather than a TLS alert.
+                crate::transport::connect_tls(tcp, &url.host, &config, &[b"h2", b"http/1.1"])
+                    .await?
             } else {
                 MaybeTlsStream::Plain(tcp)
             };
@@ -684,32 +618,6 @@ pub(crate) async fn connect_one(
     let resource = url.resource.clone();
     let connection = H2Connection::connect_url(url, config).await?;
     connection.websocket_with(&resource, headers).await
-}
-
-#[cfg(feature = "rustls")]
-async fn tls_connect_h2(
-    tcp: TcpStream,
-    url: &WsUrl,
-    config: &WebSocketConfig,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    let base = match &config.tls_client {
-        Some(tls) => tls.clone(),
-        None => crate::tls::default_client_config()?,
-    };
-    let mut tls = (*base).clone();
-    // `http/1.1` too, so that a server without HTTP/2 completes the TLS handshake and the
-    // caller can report `Http2NotNegotiated` rather than a TLS alert.
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    crate::tls::connect(tcp, &url.host, Arc::new(tls)).await
-}
-
-#[cfg(not(feature = "rustls"))]
-async fn tls_connect_h2(
-    _tcp: TcpStream,
-    _url: &WsUrl,
-    _config: &WebSocketConfig,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    Err(crate::error::UrlError::TlsDisabled.into())
 }
 
 fn head_of_response<B>(response: &Response<B>) -> Response<()> {

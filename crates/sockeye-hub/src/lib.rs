@@ -1,11 +1,16 @@
 //! Topics: a publish/subscribe hub for fan-out to many WebSocket connections, optionally spanning
 //! several server processes ("nodes") through a [`Backplane`].
 //!
+//! An application on top of WebSockets rather than part of them: it speaks in the protocol's
+//! [`Message`]s and [`CloseCode`]s (from `sockeye-proto`, re-exported by `sockeye`) and leaves
+//! the connections to the caller, typically `sockeye`'s server, as in the example below.
+//!
 //! A connection's task takes a [`Subscriber`] from the [`Hub`], subscribes it to any number of
 //! topics, and writes to its WebSocket what [`Subscriber::recv`] yields; dropping the
 //! `Subscriber` (the connection ended) ends all its subscriptions. [`Hub::publish`] queues the
 //! message for every subscriber of the topic and returns at once: it never waits for a
-//! subscriber. Recipients share the payload: a [`Message`] holds reference-counted [`Bytes`],
+//! subscriber. Recipients share the payload: a [`Message`] holds reference-counted
+//! [`Bytes`](sockeye_proto::bytes::Bytes),
 //! so fan-out to N subscribers clones a pointer N times, never the payload.
 //!
 //! # Slow consumers
@@ -34,8 +39,8 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use sockeye::hub::{Hub, HubConfig};
 //! use sockeye::Message;
+//! use sockeye_hub::{Hub, HubConfig};
 //!
 //! let hub = Hub::new(HubConfig::default());
 //! let mut alice = hub.subscriber();
@@ -44,19 +49,80 @@
 //! assert_eq!(alice.recv().await, Some(Message::text("hello")));
 //! # }
 //! ```
+//!
+//! A server giving each connection a subscriber to the topic named by its request path:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use futures_util::{SinkExt as _, StreamExt as _};
+//! use sockeye_hub::{Hub, HubConfig};
+//!
+//! let hub = Hub::new(HubConfig::default());
+//! let server = sockeye::Server::bind("127.0.0.1:9001").await?;
+//! server
+//!     .serve(move |mut ws, request| {
+//!         let mut me = hub.subscriber();
+//!         let topic = request.uri().path().to_owned();
+//!         me.subscribe(&topic);
+//!         async move {
+//!             loop {
+//!                 tokio::select! {
+//!                     incoming = ws.next() => match incoming {
+//!                         Some(Ok(message)) if message.is_data() => {
+//!                             me.publish(&topic, message);
+//!                         }
+//!                         Some(Ok(_)) => {}
+//!                         _ => break,
+//!                     },
+//!                     outgoing = me.recv() => match outgoing {
+//!                         Some(message) => {
+//!                             if ws.send(message).await.is_err() {
+//!                                 break;
+//!                             }
+//!                         }
+//!                         // Evicted for being slow.
+//!                         None => {
+//!                             let code = me.evicted().await;
+//!                             let _ = ws.close(code, "too slow").await;
+//!                             break;
+//!                         }
+//!                     },
+//!                 }
+//!             }
+//!         }
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! # Cancel safety
+//!
+//! [`Subscriber::recv`] and [`Subscriber::evicted`] are cancel-safe. No function spawns a task
+//! except [`Hub::with_backplane`] with a `RedisBackplane` (feature `redis`), which spawns its
+//! publishing and subscribing tasks.
+
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use bytes::Bytes;
 use sockeye_proto::{CloseCode, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod backplane;
+#[cfg(feature = "redis")]
+mod envelope;
+mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+use self::backplane::LinkedHub;
+pub use self::backplane::{Backplane, BackplaneLink, InProcessBackplane, NodeId};
+use self::metrics::Counters;
+pub use self::metrics::HubMetrics;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisBackplane;
 
@@ -123,261 +189,8 @@ impl HubConfig {
     }
 }
 
-/// A snapshot of a hub's counters on this node. Gauges are current values; counters count
-/// since the hub was created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HubMetrics {
-    /// Gauge: live [`Subscriber`]s (connections using the hub).
-    pub connections: u64,
-    /// Gauge: (subscriber, topic) pairs.
-    pub subscriptions: u64,
-    /// Gauge: topics with at least one subscriber on this node.
-    pub topics: u64,
-    /// Counter: messages published on this node ([`Hub::publish`], [`Subscriber::publish`]).
-    pub messages_in: u64,
-    /// Counter: messages received from other nodes through the backplane.
-    pub backplane_in: u64,
-    /// Counter: messages queued for a subscriber (one per recipient).
-    pub messages_out: u64,
-    /// Counter: messages a subscriber missed because its queue was full.
-    pub dropped: u64,
-    /// Counter: subscribers evicted for being slow ([`SlowConsumer::Close`]).
-    pub evicted: u64,
-    /// Gauge: whether the backplane is connected ([`Backplane::is_connected`]).
-    pub backplane_up: bool,
-    /// Counter: backplane failures (connection lost or refused, a command failed).
-    pub backplane_errors: u64,
-    /// Counter: publishes not sent to other nodes because the backplane was down or its
-    /// outgoing queue full.
-    pub backplane_dropped: u64,
-}
-
-impl HubMetrics {
-    /// The metrics in the Prometheus text exposition format (version 0.0.4), each name
-    /// prefixed with `prefix` (e.g. `sockeye_hub_`).
-    pub fn to_prometheus(&self, prefix: &str) -> String {
-        let rows: [(&str, &str, &str, u64); 11] = [
-            (
-                "connections",
-                "gauge",
-                "Live subscribers (connections using the hub).",
-                self.connections,
-            ),
-            (
-                "subscriptions",
-                "gauge",
-                "Subscriptions (subscriber, topic pairs).",
-                self.subscriptions,
-            ),
-            (
-                "topics",
-                "gauge",
-                "Topics with local subscribers.",
-                self.topics,
-            ),
-            (
-                "messages_in_total",
-                "counter",
-                "Messages published on this node.",
-                self.messages_in,
-            ),
-            (
-                "backplane_in_total",
-                "counter",
-                "Messages received from other nodes.",
-                self.backplane_in,
-            ),
-            (
-                "messages_out_total",
-                "counter",
-                "Messages queued for subscribers.",
-                self.messages_out,
-            ),
-            (
-                "dropped_total",
-                "counter",
-                "Messages missed by a subscriber with a full queue.",
-                self.dropped,
-            ),
-            (
-                "evicted_total",
-                "counter",
-                "Subscribers evicted for being slow.",
-                self.evicted,
-            ),
-            (
-                "backplane_up",
-                "gauge",
-                "1 if the backplane to other nodes is connected.",
-                u64::from(self.backplane_up),
-            ),
-            (
-                "backplane_errors_total",
-                "counter",
-                "Backplane failures.",
-                self.backplane_errors,
-            ),
-            (
-                "backplane_dropped_total",
-                "counter",
-                "Publishes not sent to other nodes.",
-                self.backplane_dropped,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            out.push_str(&format!(
-                "# HELP {prefix}{name} {help}\n# TYPE {prefix}{name} {kind}\n{prefix}{name} {value}\n"
-            ));
-        }
-        out
-    }
-}
-
-/// Atomic counters behind [`HubMetrics`].
-#[derive(Debug, Default)]
-struct Counters {
-    connections: AtomicU64,
-    subscriptions: AtomicU64,
-    messages_in: AtomicU64,
-    backplane_in: AtomicU64,
-    messages_out: AtomicU64,
-    dropped: AtomicU64,
-    evicted: AtomicU64,
-    backplane_errors: AtomicU64,
-    backplane_dropped: AtomicU64,
-}
-
-/// Identifies a hub (a node) on a backplane; random per hub.
-pub type NodeId = u64;
-
-/// Carries messages between the hubs of several nodes, so that a publish on one reaches the
-/// subscribers of all.
-///
-/// A hub calls [`Backplane::attach`] once, when it is created, then [`Backplane::publish`]
-/// after delivering each message locally, and [`Backplane::subscribe`] /
-/// [`Backplane::unsubscribe`] when a topic gets its first local subscriber or loses its last.
-/// The backplane hands messages from other nodes to [`BackplaneLink::deliver`].
-///
-/// Implementations must not block in any method: `publish` is called on the publisher's task.
-/// A message that cannot be sent is dropped and counted with
-/// [`BackplaneLink::record_dropped`] (or buffered within a documented bound).
-pub trait Backplane: Send + Sync + fmt::Debug + 'static {
-    /// Connects the backplane to the hub `link` points to.
-    fn attach(&self, link: BackplaneLink);
-    /// Sends a data message published on node `origin` to the other nodes.
-    fn publish(&self, origin: NodeId, topic: &str, message: &Message);
-    /// Topic `topic` got its first local subscriber.
-    fn subscribe(&self, _topic: &str) {}
-    /// Topic `topic` lost its last local subscriber.
-    fn unsubscribe(&self, _topic: &str) {}
-    /// The hub was dropped: stop whatever [`Backplane::attach`] started.
-    fn detach(&self) {}
-    /// Whether messages currently flow to and from the other nodes (always, in process).
-    fn is_connected(&self) -> bool {
-        true
-    }
-}
-
-/// A backplane's handle on its hub: delivers messages from other nodes and records failures.
-/// Holds the hub weakly: it does not keep the hub alive.
-#[derive(Debug, Clone)]
-pub struct BackplaneLink {
-    hub: Weak<Inner>,
-    node: NodeId,
-}
-
-impl BackplaneLink {
-    /// The node id of the hub.
-    pub fn node(&self) -> NodeId {
-        self.node
-    }
-
-    /// Whether the hub still exists.
-    pub fn is_alive(&self) -> bool {
-        self.hub.strong_count() > 0
-    }
-
-    /// Delivers a message from another node to the local subscribers of `topic`; returns how
-    /// many it was queued for (0 once the hub is gone; control messages are ignored).
-    pub fn deliver(&self, topic: &str, message: Message) -> usize {
-        let Some(hub) = self.hub.upgrade() else {
-            return 0;
-        };
-        if !message.is_data() {
-            return 0;
-        }
-        hub.counters.backplane_in.fetch_add(1, Ordering::Relaxed);
-        hub.deliver_local(topic, &message, None)
-    }
-
-    /// Counts one backplane failure.
-    pub fn record_error(&self) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters
-                .backplane_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts `n` publishes not sent to other nodes.
-    pub fn record_dropped(&self, n: u64) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.counters
-                .backplane_dropped
-                .fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// The topics with local subscribers (to resubscribe after a reconnect).
-    pub fn topics(&self) -> Vec<String> {
-        self.hub
-            .upgrade()
-            .map(|hub| hub.lock().keys().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-/// The default backplane: hubs attached to clones of one `InProcessBackplane` exchange
-/// messages directly, synchronously, within one process. A hub alone on it is a single node.
-#[derive(Debug, Clone, Default)]
-pub struct InProcessBackplane {
-    links: Arc<Mutex<Vec<BackplaneLink>>>,
-}
-
-impl InProcessBackplane {
-    /// A new, empty bus.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Backplane for InProcessBackplane {
-    fn attach(&self, link: BackplaneLink) {
-        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        links.retain(BackplaneLink::is_alive);
-        links.push(link);
-    }
-
-    fn publish(&self, origin: NodeId, topic: &str, message: &Message) {
-        // Delivered outside the bus lock: a hub's delivery may not call back into the bus.
-        let links: Vec<BackplaneLink> = self
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|link| link.node != origin)
-            .cloned()
-            .collect();
-        for link in links {
-            link.deliver(topic, message.clone());
-        }
-    }
-}
-
-/// A publish/subscribe hub; cheap to clone (clones share the hub). See the [module
-/// docs](self).
+/// A publish/subscribe hub; cheap to clone (clones share the hub). See the [crate
+/// docs](crate).
 #[derive(Debug, Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -488,17 +301,13 @@ impl Inner {
                 }
             }
         });
-        let emptied = members.is_empty();
-        if emptied {
+        if members.is_empty() {
             topics.remove(topic);
         }
         drop(topics);
         // Evicted members left this topic here; their other topics are cleaned up by the next
         // publish there or when their `Subscriber` is dropped. `subscriptions` counts what the
         // subscribers hold, so it is settled by `Subscriber` itself.
-        if emptied {
-            self.backplane.unsubscribe(topic);
-        }
         let c = &self.counters;
         c.messages_out.fetch_add(queued, Ordering::Relaxed);
         if dropped > 0 {
@@ -523,6 +332,29 @@ impl Inner {
         let queued = self.deliver_local(topic, &message, except);
         self.backplane.publish(self.node, topic, &message);
         queued
+    }
+}
+
+impl LinkedHub for Inner {
+    fn deliver_remote(&self, topic: &str, message: &Message) -> usize {
+        self.counters.backplane_in.fetch_add(1, Ordering::Relaxed);
+        self.deliver_local(topic, message, None)
+    }
+
+    fn record_error(&self) {
+        self.counters
+            .backplane_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_dropped(&self, n: u64) {
+        self.counters
+            .backplane_dropped
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 }
 
@@ -557,10 +389,8 @@ impl Hub {
             node,
             backplane: Box::new(backplane),
         });
-        inner.backplane.attach(BackplaneLink {
-            hub: Arc::downgrade(&inner),
-            node,
-        });
+        let hub: Weak<Inner> = Arc::downgrade(&inner);
+        inner.backplane.attach(BackplaneLink::new(hub, node));
         Self { inner }
     }
 
@@ -610,21 +440,10 @@ impl Hub {
 
     /// A snapshot of the hub's counters.
     pub fn metrics(&self) -> HubMetrics {
-        let c = &self.inner.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        HubMetrics {
-            connections: load(&c.connections),
-            subscriptions: load(&c.subscriptions),
-            topics: self.inner.lock().len() as u64,
-            messages_in: load(&c.messages_in),
-            backplane_in: load(&c.backplane_in),
-            messages_out: load(&c.messages_out),
-            dropped: load(&c.dropped),
-            evicted: load(&c.evicted),
-            backplane_up: self.inner.backplane.is_connected(),
-            backplane_errors: load(&c.backplane_errors),
-            backplane_dropped: load(&c.backplane_dropped),
-        }
+        let topics = self.inner.lock().len() as u64;
+        self.inner
+            .counters
+            .snapshot(topics, self.inner.backplane.is_connected())
     }
 }
 
@@ -655,20 +474,16 @@ impl Subscriber {
         if self.member.evicted.is_cancelled() || self.topics.contains(topic) {
             return false;
         }
-        let first = {
-            let mut topics = self.hub.lock();
-            let members = topics.entry(topic.to_owned()).or_default();
-            members.insert(self.id, self.member.clone());
-            members.len() == 1
-        };
+        self.hub
+            .lock()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(self.id, self.member.clone());
         self.topics.insert(topic.to_owned());
         self.hub
             .counters
             .subscriptions
             .fetch_add(1, Ordering::Relaxed);
-        if first {
-            self.hub.backplane.subscribe(topic);
-        }
         true
     }
 
@@ -686,23 +501,13 @@ impl Subscriber {
             .counters
             .subscriptions
             .fetch_sub(1, Ordering::Relaxed);
-        let emptied = {
-            let mut topics = self.hub.lock();
-            match topics.get_mut(topic) {
-                Some(members) => {
-                    members.remove(&self.id);
-                    let emptied = members.is_empty();
-                    if emptied {
-                        topics.remove(topic);
-                    }
-                    emptied
-                }
-                // Emptied by a publish that evicted this subscriber.
-                None => false,
+        let mut topics = self.hub.lock();
+        // Absent: emptied by a publish that evicted this subscriber.
+        if let Some(members) = topics.get_mut(topic) {
+            members.remove(&self.id);
+            if members.is_empty() {
+                topics.remove(topic);
             }
-        };
-        if emptied {
-            self.hub.backplane.unsubscribe(topic);
         }
     }
 
@@ -789,88 +594,5 @@ impl Drop for Subscriber {
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Encodes a data message for a backplane: one kind byte (`t` or `b`), the origin node id
-/// (8 bytes, big-endian), then the payload.
-#[cfg_attr(
-    not(any(feature = "redis", test)),
-    expect(dead_code, reason = "used by the redis backplane")
-)]
-fn encode_envelope(origin: NodeId, message: &Message) -> Option<Vec<u8>> {
-    let kind = match message {
-        Message::Text(_) => b't',
-        Message::Binary(_) => b'b',
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
-    };
-    let payload = message.as_payload();
-    let mut out = Vec::with_capacity(9 + payload.len());
-    out.push(kind);
-    out.extend_from_slice(&origin.to_be_bytes());
-    out.extend_from_slice(payload);
-    Some(out)
-}
-
-/// Decodes [`encode_envelope`]'s output: the origin and the message; `None` for anything
-/// malformed (short, unknown kind, text that is not UTF-8).
-#[cfg_attr(
-    not(any(feature = "redis", test)),
-    expect(dead_code, reason = "used by the redis backplane")
-)]
-fn decode_envelope(data: Bytes) -> Option<(NodeId, Message)> {
-    if data.len() < 9 {
-        return None;
-    }
-    let origin = NodeId::from_be_bytes(data[1..9].try_into().ok()?);
-    let payload = data.slice(9..);
-    let message = match data[0] {
-        b't' => Message::Text(sockeye_proto::Utf8Bytes::try_from_bytes(payload).ok()?),
-        b'b' => Message::Binary(payload),
-        _ => return None,
-    };
-    Some((origin, message))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelopes_round_trip_and_reject_malformed_input() {
-        for message in [
-            Message::text("héllo"),
-            Message::binary(vec![0, 1, 2]),
-            Message::text(""),
-        ] {
-            let data = encode_envelope(42, &message).unwrap();
-            assert_eq!(decode_envelope(Bytes::from(data)), Some((42, message)));
-        }
-        assert_eq!(encode_envelope(1, &Message::Ping(Bytes::new())), None);
-        assert_eq!(decode_envelope(Bytes::from_static(b"t1234567")), None);
-        assert_eq!(decode_envelope(Bytes::from_static(b"x12345678")), None);
-        assert_eq!(
-            decode_envelope(Bytes::from_static(b"t12345678\xff")),
-            None,
-            "invalid UTF-8"
-        );
-    }
-
-    #[test]
-    fn prometheus_text_has_help_type_and_value() {
-        let metrics = HubMetrics {
-            dropped: 7,
-            ..HubMetrics::default()
-        };
-        let text = metrics.to_prometheus("x_");
-        assert!(
-            text.contains("# TYPE x_dropped_total counter\nx_dropped_total 7\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE x_connections gauge\nx_connections 0\n"),
-            "{text}"
-        );
-        assert_eq!(text.lines().count(), 33);
     }
 }
