@@ -164,7 +164,7 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// As [`connect`]; [`Error::TooManyRedirects`]; [`Error::Url`] with
-    /// [`UrlError::BadRedirect`] for a `wss` to `ws` redirect.
+    /// [`UrlError::BadRedirect`](crate::UrlError::BadRedirect) for a `wss` to `ws` redirect.
     pub async fn connect(mut self) -> Result<(ClientStream, Response<()>), Error> {
         if self.invalid_header {
             return Err(HandshakeError::BadHeader("invalid extra header").into());
