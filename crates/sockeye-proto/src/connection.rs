@@ -98,7 +98,7 @@ pub struct Closed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message arrived. Data messages that arrive after this end sent a close frame are
-    /// dropped, as the browser's `WebSocket` does.
+    /// delivered too, until the peer's close frame (RFC 6455 §1.4).
     Message(Message),
     /// The connection is closed. Always the last event.
     Closed(Closed),
@@ -1073,11 +1073,12 @@ impl Connection {
             Some(DataKind::Binary) => Message::Binary(payload),
             None => return,
         };
-        // WHATWG WebSockets: a message received once the state is CLOSING is not delivered.
-        if !self.close_sent {
-            self.queued_bytes += message.as_payload().len();
-            self.events.push_back(Event::Message(message));
-        }
+        // RFC 6455 §1.4: "after receiving a control frame indicating the connection should be
+        // closed, a peer discards any further data received"; data that arrives after this end
+        // sent its close frame, until the peer's, is delivered (the peer may have sent it
+        // before it saw ours). The browser-shaped `WebSocket` drops it, as WHATWG's does.
+        self.queued_bytes += message.as_payload().len();
+        self.events.push_back(Event::Message(message));
     }
 
     fn handle_close_frame(&mut self) {
@@ -1120,8 +1121,11 @@ impl Connection {
         } else {
             // §5.5.1: "If an endpoint receives a Close frame and did not previously send a Close
             // frame, the endpoint MUST send a Close frame in response. ... It SHOULD typically
-            // echo the status code it received."
-            self.write_close(frame.as_ref().map(|f| f.code), "");
+            // echo the status code it received." The reason is echoed too (already checked as
+            // UTF-8 of at most 123 bytes), as Node's `ws`, Python's `websockets` and Bun do: a
+            // peer that reads the echo (a browser's `CloseEvent.reason`) sees what it sent.
+            let reason = frame.as_ref().map_or("", |f| f.reason.as_str());
+            self.write_close(frame.as_ref().map(|f| f.code), reason);
             Initiator::Remote
         };
         self.events.push_back(Event::Message(Message::Close(frame)));
