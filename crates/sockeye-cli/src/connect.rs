@@ -7,9 +7,10 @@
 //! - stdin is not a terminal: a pipe tool. Every line (or NUL-terminated record with `--null`,
 //!   or the whole input as one binary message with `--binary`) is a message; every received
 //!   message is one line on stdout. At the end of stdin it waits for `--wait-replies` messages
-//!   (none by default), then closes with 1000 and keeps printing what arrives until the
-//!   server's close frame (bounded by `--close-timeout`): the replies to the last lines, sent
-//!   before the server saw the close, are not lost (as with websocat).
+//!   (none by default), sends a ping and waits for its pong (so that a server that stops
+//!   answering once it reads a close frame has answered the last lines), then closes with 1000
+//!   and keeps printing what arrives until the server's close frame (each wait bounded by
+//!   `--close-timeout`): the replies to the last lines are not lost (as with websocat).
 //!
 //! Exit status ([`EXIT_HELP`]): 0 clean close, 1 connection failed after opening (abnormal
 //! closure, protocol error, timeout, I/O error), 2 bad usage, 3 handshake failed (connect, TLS,
@@ -71,10 +72,11 @@ as it is, so a text message with newlines spans several lines: use --null or --j
 records apart; on a terminal, control characters but tab and newline are escaped; with
 --null every record on stdout ends with NUL, with --json the open and close events too). A
 record over --max-message-size ends the input with an error. At the end of input the client
-closes with 1000 and keeps printing the messages that arrive until the server's close frame
-(at most --close-timeout seconds), so an echo server's replies to the last lines are shown.
---wait-replies N first waits until N messages have arrived (\"all\": as many as were sent)
-before closing, for a server that stops answering once it sees the close.";
+sends a ping and, once its pong is back (a round trip in which the server answers the last
+lines), closes with 1000 and keeps printing the messages that arrive until the server's close
+frame (each wait at most --close-timeout seconds), so an echo server's replies to the last
+lines are shown. --wait-replies N first waits until N messages have arrived (\"all\": as many
+as were sent) before that, for a server that takes longer to answer.";
 
 /// A request to exit with a status, after the command printed why.
 #[derive(Debug)]
@@ -696,8 +698,8 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
     let mut failure: Option<u8> = None;
     let mut stream_error: Option<sockeye::Error> = None;
     let mut close_code = CloseCode::NORMAL;
-    // The input is over and the close frame queued (or the server's close under way).
-    let mut closing = false;
+    let mut ending = Ending::Input;
+    let close_timeout = ws.config().close_timeout;
     let interrupted = crate::termination();
     tokio::pin!(interrupted);
     let ended = loop {
@@ -730,28 +732,40 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
             break false;
         }
         let input_done = !input_open && pending.is_empty();
-        if input_done && !closing {
+        if input_done && ending == Ending::Input {
             let target = match args.wait_replies {
                 WaitReplies::Count(n) => n,
                 WaitReplies::All => sent,
             };
             if received >= target {
-                // Close, then print what still arrives until the server's close frame (RFC
-                // 6455 §1.4: only data after the peer's close is discarded): the replies to
-                // the last lines are on their way. The stream's close timer bounds the wait.
-                closing = true;
-                if ws.state() == sockeye::State::Open {
-                    let close = Message::Close(Some(CloseFrame {
-                        code: CloseCode::NORMAL,
-                        reason: "".into(),
-                    }));
-                    if let Err(e) = ws.start_send_unpin(close) {
-                        stream_error = Some(e);
-                        break false;
-                    }
+                // A ping first, and the close once its pong is back: a server that stops
+                // answering when it reads the close frame (Python's websockets answers the
+                // close at once, and its handler's replies then fail) has by then had a round
+                // trip to answer the last lines.
+                ending = Ending::Pong(Instant::now() + close_timeout);
+                let ping = Message::Ping(Bytes::from_static(END_OF_INPUT_PING));
+                if ws.state() != sockeye::State::Open || ws.start_send_unpin(ping).is_err() {
+                    ending = Ending::Closing;
                 }
             }
         }
+        if ending == Ending::Closing && ws.state() == sockeye::State::Open {
+            // Close, then print what still arrives until the server's close frame (RFC 6455
+            // §1.4: only data after the peer's close is discarded): the replies to the last
+            // lines may be on their way. The stream's close timer bounds the wait.
+            let close = Message::Close(Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "".into(),
+            }));
+            if let Err(e) = ws.start_send_unpin(close) {
+                stream_error = Some(e);
+                break false;
+            }
+        }
+        let pong_deadline = match ending {
+            Ending::Pong(deadline) => Some(deadline),
+            Ending::Input | Ending::Closing => None,
+        };
         let want_input = input_open && pending.is_empty();
         let want_room = !pending.is_empty();
         tokio::select! {
@@ -763,6 +777,12 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                 Ready::Room(Err(e)) => {
                     stream_error = Some(e);
                     break true;
+                }
+                Ready::Item(Some(Ok(Message::Pong(payload))))
+                    if pong_deadline.is_some() && payload == END_OF_INPUT_PING =>
+                {
+                    // The end-of-input ping's own pong: not news, time to close.
+                    ending = Ending::Closing;
                 }
                 Ready::Item(Some(Ok(message))) => {
                     if message.is_data() {
@@ -802,7 +822,11 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                 close_code = CloseCode::GOING_AWAY;
                 break false;
             }
-            () = tokio::time::sleep_until(reply_deadline), if input_done && !closing => {
+            // A server that does not answer pings is closed after the close timeout anyway.
+            () = sleep_until_some(pong_deadline), if pong_deadline.is_some() => {
+                ending = Ending::Closing;
+            }
+            () = tokio::time::sleep_until(reply_deadline), if input_done && ending == Ending::Input => {
                 out.event(&format, &Event::Error(
                     "timeout",
                     &format!("no reply for {reply_timeout:?}; received {received} messages"),
@@ -824,6 +848,29 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
         }
     }
     finish(&ws, stream_error.as_ref(), failure, &format, &mut out)
+}
+
+/// The payload of the ping the pipe mode sends at the end of its input.
+const END_OF_INPUT_PING: &[u8] = b"sockeye connect: end of input";
+
+/// Where the pipe mode is in ending the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Sending the input, or waiting for `--wait-replies` messages after it.
+    Input,
+    /// The end-of-input ping is sent; its pong is awaited until then.
+    Pong(Instant),
+    /// Closing: the close frame is queued (or the server's close is under way); what arrives
+    /// is printed until the end.
+    Closing,
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What [`next_or_room`] saw first.

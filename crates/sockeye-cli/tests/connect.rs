@@ -376,6 +376,31 @@ fn server_ends_session(after: After) -> support::Finished {
     client.finish()
 }
 
+/// At the end of its input the pipe sends a ping and closes only after its pong: a server that
+/// stops answering once it reads a close frame (Python's websockets) has had a round trip to
+/// answer the last lines.
+#[test]
+fn pipe_pings_before_it_closes() {
+    let (url, seen) = sockeye_server(After::Echo);
+    let out = run(&["connect", &url], b"one\ntwo\n");
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "one\ntwo\n");
+    let frames: Vec<Message> = seen
+        .try_iter()
+        .filter_map(|seen| match seen {
+            Seen::Message(message) => Some(message),
+            Seen::Accepted => None,
+        })
+        .collect();
+    match frames.as_slice() {
+        [Message::Text(one), Message::Text(two), Message::Ping(_), Message::Close(Some(close))] => {
+            assert_eq!((one.as_str(), two.as_str()), ("one", "two"));
+            assert_eq!(close.code, CloseCode::NORMAL);
+        }
+        other => panic!("expected two lines, a ping, then the close frame: {other:?}"),
+    }
+}
+
 #[test]
 fn dropped_connection_is_an_abnormal_close() {
     // The server drops TCP after the first message, without a close frame.
