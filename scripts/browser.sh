@@ -46,11 +46,14 @@ if [ "$want" != "$have" ]; then
 fi
 
 cargo build -p sockeye-cli --locked --quiet
+# Cargo's target directory: target/, or CARGO_TARGET_DIR (or a configured one) when set.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 say "$(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
-SOCKEYE_BIN=$ROOT/target/debug/sockeye CHROMIUM=/usr/bin/chromium \
+SOCKEYE_BIN=$TARGET_DIR/debug/sockeye CHROMIUM=/usr/bin/chromium \
     timeout --kill-after=10 "$TEST_TIMEOUT" node "$DIR/demo.test.mjs"
 # The same page over HTTPS with HTTP/2: its WebSockets use extended CONNECT (RFC 8441), as the
 # server's access log must show (certificate made with openssl at test time).
-SOCKEYE_BIN=$ROOT/target/debug/sockeye CHROMIUM=/usr/bin/chromium \
+SOCKEYE_BIN=$TARGET_DIR/debug/sockeye CHROMIUM=/usr/bin/chromium \
     timeout --kill-after=10 "$TEST_TIMEOUT" node "$DIR/h2.test.mjs"

@@ -13,9 +13,10 @@
 #   node<-sockeye     interop/node/peer.mjs serve  <- interop_client
 #   sockeye<-sockeye  sockeye serve             <- interop_client
 # Every client sends the message set of interop/README.md (empty to 1 MiB, text and binary,
-# fragmented, multi-byte UTF-8, a burst of 50), checks each echo, a ping/pong and a clean 1000
-# close, and checks the negotiated extensions exactly: the Python and Node clients compare the
-# server's Sec-WebSocket-Extensions header, the sockeye client its parsed agreement
+# fragmented, multi-byte UTF-8, a burst of 50), checks each echo, a ping/pong and a clean close
+# with 4321 and a UTF-8 reason (the server's close frame must echo both), and checks the
+# negotiated extensions exactly: the Python and Node clients compare the server's
+# Sec-WebSocket-Extensions header, the sockeye client its parsed agreement
 # (WebSocketStream::extensions, which lists client_no_context_takeover when the client declared
 # it even if the server's answer omits it).
 #
@@ -25,6 +26,10 @@
 # --tls-cert/--tls-key and the clients trust the CA with --ca, so each side's own TLS stack
 # (rustls, Python's ssl, Node's tls) verifies the other. wss-no-ca runs the three clients
 # without --ca against the sockeye TLS server: each must refuse the certificate.
+#
+# pipe and wss-pipe: `sockeye connect URL` as a pipe tool, without flags, against the sockeye,
+# Python and Node echo servers (wss-pipe over TLS with --ca): three lines, then 2,000, must come
+# back in order, although the client closes at the end of its input.
 #
 # Set-up, idempotent: websockets into target/venv (Debian's python3-venv if `python3 -m venv`
 # fails), ws into interop/node/node_modules with `npm ci` (Debian's nodejs and npm if missing),
@@ -40,8 +45,11 @@ VENV=$ROOT/target/venv
 NODE_DIR=$ROOT/interop/node
 PY_PEER=$ROOT/interop/python/peer.py
 OUT=$ROOT/target/interop
-SOCKEYE=$ROOT/target/release/sockeye
-CLIENT=$ROOT/target/release/examples/interop_client
+# Cargo's target directory: target/, or CARGO_TARGET_DIR (or a configured one) when set.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+SOCKEYE=$TARGET_DIR/release/sockeye
+CLIENT=$TARGET_DIR/release/examples/interop_client
 STEP_TIMEOUT=60     # one client run: connect, 13 messages up to 1 MiB, burst, ping, close
 SERVER_TIMEOUT=600  # a server's life, should the trap never run
 PD=permessage-deflate
@@ -398,6 +406,48 @@ run_untrusted() {
     stop_server
 }
 
+# run_pipe COMBO TLS: `sockeye connect URL` as a pipe tool, without flags, against each echo
+# server (ws://, or wss:// with --ca when TLS is 1): `printf 'one\ntwo\nthree\n'` must print the
+# three lines, and 2,000 lines must all come back in order, exit status 0. The client closes at
+# the end of its input; the replies that arrive after its close frame are printed.
+run_pipe() {
+    local combo=$1 tls=$2 server lines input log server_log status
+    if [ ${#NAMES[@]} -gt 0 ] && [[ " ${NAMES[*]} " != *" $combo "* ]]; then
+        return
+    fi
+    ran=$((ran + 1))
+    mkdir -p "$OUT/$combo"
+    local server_flags=() client_flags=()
+    if [ "$tls" = 1 ]; then
+        [ -f "$TLS_DIR/server.pem" ] || make_certs
+        server_flags=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+        client_flags=(--ca "$TLS_DIR/ca.pem")
+    fi
+    for server in sockeye python node; do
+        server_log=$OUT/$combo/$server-server.log
+        if ! start_server "$server" "$server_log" "${server_flags[@]}"; then
+            record "$combo" "$server<-connect" 1 "the $server server did not start" "$server_log"
+            stop_server
+            continue
+        fi
+        for lines in 3 2000; do
+            if [ "$lines" = 3 ]; then input=$'one\ntwo\nthree\n'; else input=$(seq "$lines"); input+=$'\n'; fi
+            log=$OUT/$combo/$server-server.connect-$lines.log
+            status=0
+            printf '%s' "$input" | timeout "$STEP_TIMEOUT" "$SOCKEYE" connect \
+                "${client_flags[@]}" "$SERVER_URL" >"$log.stdout" 2>"$log" || status=$?
+            if [ "$status" = 0 ] && ! printf '%s' "$input" | cmp -s - "$log.stdout"; then
+                status=1
+                printf 'stdout is not the %s lines sent (%s lines back)\n' \
+                    "$lines" "$(wc -l <"$log.stdout")" >>"$log"
+            fi
+            record "$combo" "$server<-connect" "$status" \
+                "pipe mode, no flag: $lines lines back in order" "$log" "$server_log"
+        done
+        stop_server
+    done
+}
+
 setup_python
 setup_node
 setup_openssl
@@ -413,12 +463,14 @@ ran=0
 for line in "${COMBOS[@]}"; do
     run_combo "$line" 0
 done
+run_pipe pipe 0
 before_tls=("$PASSED" "$FAILED" "$SKIPPED" "$ran")
 tls_started=$(now_us)
 for line in "${TLS_COMBOS[@]}"; do
     run_combo "$line" 1
 done
 run_untrusted
+run_pipe wss-pipe 1
 if [ "$ran" = 0 ]; then
     say "no combination named $*"
     exit 2

@@ -4,8 +4,9 @@
 // A2 in room "alpha", B in room "beta". A1 and A2 exchange messages both ways and B sees none of
 // them. Then the server is killed (SIGKILL), every page must show the disconnected state, the
 // server is restarted on the same port, every page must reconnect on its own, and A1 and A2 chat
-// again. A screenshot goes to target/browser/demo.png. Every wait is bounded; any failure exits
-// non-zero with a message.
+// again. A screenshot goes to target/browser/demo.png. Before the kill, a WebSocket opened by A1
+// closes with 4321 and a UTF-8 reason and must get both back (close-echo.mjs). Every wait is
+// bounded; any failure exits non-zero with a message.
 //
 // Environment: SOCKEYE_BIN (default target/debug/sockeye), CHROMIUM (default /usr/bin/chromium).
 
@@ -14,6 +15,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { checkCloseEcho } from "./close-echo.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.SOCKEYE_BIN || resolve(ROOT, "target/debug/sockeye");
@@ -181,6 +183,8 @@ async function main() {
   for (const client of pages) await waitState(client, "open", WAIT_MS);
   console.log("browser: four pages connected");
   await chat(a1, a2, b, b2, 1);
+  const echoed = await checkCloseEcho(a1.page, `ws://127.0.0.1:${port}/room/close-check`, WAIT_MS);
+  console.log(`browser: closed with ${echoed.code} ${JSON.stringify(echoed.reason)}: echoed back`);
 
   await killServer();
   for (const client of pages) await waitState(client, "disconnected", WAIT_MS);

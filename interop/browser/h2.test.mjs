@@ -8,8 +8,9 @@
 // each way. Then the proof that the WebSockets went over HTTP/2 comes from the server's own
 // access log: its "connection open" lines for path /room/alpha must say http=HTTP/2.0 (none
 // HTTP/1.1), its "http request" line for the page must say HTTP/2.0 too, and the browser's
-// navigation timing must report the page's protocol as "h2". Every wait is bounded; any failure
-// exits non-zero with a message.
+// navigation timing must report the page's protocol as "h2". A WebSocket over HTTP/2 opened by
+// A1 closes with 4321 and a UTF-8 reason and must get both back (close-echo.mjs). Every wait is
+// bounded; any failure exits non-zero with a message.
 //
 // Environment: SOCKEYE_BIN (default target/debug/sockeye), CHROMIUM (default /usr/bin/chromium).
 
@@ -19,6 +20,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { checkCloseEcho } from "./close-echo.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.SOCKEYE_BIN || resolve(ROOT, "target/debug/sockeye");
@@ -216,6 +218,11 @@ async function main() {
   console.log(`browser: server log: ${opened.length} websocket openings over HTTP/2, ` +
     `from ${peers.size} TCP connection(s):`);
   for (const line of opened) console.log(`browser:   ${line.trim()}`);
+
+  const echoed = await checkCloseEcho(a1.page, `wss://127.0.0.1:${port}/room/close-check`, WAIT_MS);
+  const [closeCheck] = await waitLog(/connection open.*path=\/room\/close-check /, 1, "openings for /room/close-check");
+  if (!/http=HTTP\/2\.0/.test(closeCheck)) fail(`the close check's WebSocket was not over HTTP/2: ${closeCheck}`);
+  console.log(`browser: closed over HTTP/2 with ${echoed.code} ${JSON.stringify(echoed.reason)}: echoed back`);
 }
 
 const watchdog = setTimeout(() => {

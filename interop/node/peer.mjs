@@ -8,7 +8,7 @@
 //       https.Server and prints a wss:// URL.
 //   node peer.mjs client URL [DEFLATE FLAGS] [--expect-extensions STRING|none] [--ca FILE]
 //       Sends the interop message set (interop/README.md), checks every echo, a ping/pong and
-//       a clean 1000 close. --expect-extensions compares the server's Sec-WebSocket-Extensions
+//       a clean close with 4321 and a UTF-8 reason, both echoed by the server. --expect-extensions compares the server's Sec-WebSocket-Extensions
 //       response header exactly ("none": no header); ws's own `ws.extensions` only lists
 //       extension names, so the client also checks that it is "permessage-deflate" or "".
 //       --ca trusts the PEM certificates in FILE (instead of Node's bundled roots) for a
@@ -31,7 +31,9 @@ const REPLY_TIMEOUT_MS = 20_000;
 const BURST = 50;
 const PING_PAYLOAD = Buffer.from('interop-ping');
 const MID_PING_PAYLOAD = Buffer.from('interop-ping between fragments');
-const CLOSE_REASON = 'interop done';
+// The server must echo both (sockeye, ws and websockets do).
+const CLOSE_CODE = 4321;
+const CLOSE_REASON = 'ciao ✓ — 再见 👋';
 const UTF8_LINE = 'héllo wörld — κόσμε — 日本語のテキスト — emoji 🦀🐍🟩 — ';
 
 /** Marsaglia's xorshift32 (13, 17, 5), each state little-endian (as in interop_client.rs). */
@@ -360,14 +362,21 @@ async function client(args) {
   ws.ping(PING_PAYLOAD);
   await expectPong(inbox, PING_PAYLOAD, 'ping');
 
-  const closed = new Promise((resolve) => ws.once('close', (code) => resolve(code)));
-  ws.close(1000, CLOSE_REASON);
-  const code = await Promise.race([
+  const closed = new Promise((resolve) =>
+    ws.once('close', (code, reason) => resolve([code, reason.toString('utf8')])),
+  );
+  ws.close(CLOSE_CODE, CLOSE_REASON);
+  const [code, reason] = await Promise.race([
     closed,
-    new Promise((resolve) => setTimeout(() => resolve('timeout'), REPLY_TIMEOUT_MS)),
+    new Promise((resolve) => setTimeout(() => resolve(['timeout', '']), REPLY_TIMEOUT_MS)),
   ]);
-  // ws reports the code of the peer's close frame, or 1006 when none arrived.
-  if (code !== 1000) throw new Mismatch(`close: not a clean 1000 close: ${code}`);
+  // ws reports the code and reason of the peer's close frame, or 1006 when none arrived.
+  if (code !== CLOSE_CODE || reason !== CLOSE_REASON) {
+    throw new Mismatch(
+      `close: expected the echo ${CLOSE_CODE} ${JSON.stringify(CLOSE_REASON)}, ` +
+        `got ${code} ${JSON.stringify(reason)}`,
+    );
+  }
   console.log(
     `node-ws client: ok (${cases().length} messages, ${BURST} burst messages, ping, clean close)`,
   );

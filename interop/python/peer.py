@@ -8,7 +8,7 @@
         a wss:// URL.
     peer.py client URL [DEFLATE FLAGS] [--expect-extensions STRING|none] [--ca FILE]
         Sends the interop message set (interop/README.md), checks every echo, a ping/pong and a
-        clean 1000 close. --expect-extensions compares the server's Sec-WebSocket-Extensions
+        clean close with 4321 and a UTF-8 reason, both echoed by the server. --expect-extensions compares the server's Sec-WebSocket-Extensions
         response header exactly ("none": no header). --ca trusts the PEM certificates in FILE
         (instead of the system's) for a wss:// URL, and the client checks that the connection
         is encrypted. Exits 0 on success, 1 on a mismatch.
@@ -42,7 +42,9 @@ REPLY_TIMEOUT = 20.0
 BURST = 50
 PING_PAYLOAD = b"interop-ping"
 MID_PING_PAYLOAD = b"interop-ping between fragments"
-CLOSE_REASON = "interop done"
+# The server must echo both (sockeye, ws and websockets do).
+CLOSE_CODE = 4321
+CLOSE_REASON = "ciao ✓ — 再见 👋"
 UTF8_LINE = "héllo wörld — κόσμε — 日本語のテキスト — emoji 🦀🐍🟩 — "
 
 
@@ -267,10 +269,17 @@ async def run_client(args: argparse.Namespace) -> None:
 
         await expect_pong(await ws.ping(PING_PAYLOAD), "ping")
 
-        await asyncio.wait_for(ws.close(1000, CLOSE_REASON), REPLY_TIMEOUT)
+        await asyncio.wait_for(ws.close(CLOSE_CODE, CLOSE_REASON), REPLY_TIMEOUT)
         sent, received = ws.protocol.close_sent, ws.protocol.close_rcvd
-        if sent is None or received is None or received.code != 1000:
-            raise Mismatch(f"close: not a clean 1000 close: sent {sent}, received {received}")
+        if (
+            sent is None
+            or received is None
+            or (received.code, received.reason) != (CLOSE_CODE, CLOSE_REASON)
+        ):
+            raise Mismatch(
+                f"close: expected the echo {CLOSE_CODE} {CLOSE_REASON!r}: sent {sent}, "
+                f"received {received}"
+            )
     print(
         f"python-websockets client: ok ({len(cases())} messages, {BURST} burst messages, "
         "ping, clean close)",

@@ -7,9 +7,10 @@
 //! - stdin is not a terminal: a pipe tool. Every line (or NUL-terminated record with `--null`,
 //!   or the whole input as one binary message with `--binary`) is a message; every received
 //!   message is one line on stdout. At the end of stdin it waits for `--wait-replies` messages
-//!   (sockeye drops data that arrives after this end sent its close frame, as browsers do, so
-//!   the echoes of the last lines must be awaited *before* closing), then closes with 1000 and
-//!   waits for the close handshake (bounded by `--close-timeout`).
+//!   (none by default), sends a ping and waits for its pong (so that a server that stops
+//!   answering once it reads a close frame has answered the last lines), then closes with 1000
+//!   and keeps printing what arrives until the server's close frame (each wait bounded by
+//!   `--close-timeout`): the replies to the last lines are not lost (as with websocat).
 //!
 //! Exit status ([`EXIT_HELP`]): 0 clean close, 1 connection failed after opening (abnormal
 //! closure, protocol error, timeout, I/O error), 2 bad usage, 3 handshake failed (connect, TLS,
@@ -22,7 +23,7 @@ use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use sockeye::{
     bytes::Bytes, ClientBuilder, ClientStream, CloseCode, CloseFrame, Closed, Initiator, Message,
 };
@@ -68,11 +69,14 @@ Interactive commands (stdin is a terminal):
 Pipe mode (stdin is not a terminal): each line is sent as a text message (a line that is not
 UTF-8 as binary); each received message is printed as one line (binary as hex, or base64; text
 as it is, so a text message with newlines spans several lines: use --null or --json to keep
-records apart; on a terminal, control characters but tab and newline are escaped). A record
-over --max-message-size ends the input with an error. At the end of input, --wait-replies N
-waits until N messages have arrived (\"all\": as many as were sent, for echo servers), then
-the client closes with 1000: a message that arrives after the close frame is sent is dropped,
-as browsers do.";
+records apart; on a terminal, control characters but tab and newline are escaped; with
+--null every record on stdout ends with NUL, with --json the open and close events too). A
+record over --max-message-size ends the input with an error. At the end of input the client
+sends a ping and, once its pong is back (a round trip in which the server answers the last
+lines), closes with 1000 and keeps printing the messages that arrive until the server's close
+frame (each wait at most --close-timeout seconds), so an echo server's replies to the last
+lines are shown. --wait-replies N first waits until N messages have arrived (\"all\": as many
+as were sent) before that, for a server that takes longer to answer.";
 
 /// A request to exit with a status, after the command printed why.
 #[derive(Debug)]
@@ -146,14 +150,16 @@ pub(crate) struct ConnectArgs {
     /// Seconds to wait for the peer's close frame (and the end of TCP) after sending ours.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::non_negative)]
     close_timeout: f64,
-    /// Pipe mode: records are separated by NUL bytes (input and output) instead of newlines.
+    /// Pipe mode: records are separated by NUL bytes (input and output, every --json record
+    /// too) instead of newlines.
     #[arg(long, conflicts_with = "binary")]
     null: bool,
     /// Pipe mode: send the whole of stdin as one binary message.
     #[arg(long)]
     binary: bool,
     /// Pipe mode: at the end of input, wait until this many messages have arrived before
-    /// closing; `all` waits for as many as were sent (an echo server's replies).
+    /// closing; `all` waits for as many as were sent (an echo server's replies). Without it,
+    /// messages arriving after the close are still printed, until the server's close frame.
     #[arg(long, value_name = "N|all", default_value = "0", value_parser = parse_wait_replies)]
     wait_replies: WaitReplies,
     /// Pipe mode: give up waiting for replies after this many seconds without a message
@@ -178,6 +184,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         timestamps: args.timestamps,
         base64: args.base64,
         terminal: std::io::stdout().is_terminal(),
+        null: args.null && !interactive,
     };
     let builder = match builder(&args) {
         Ok(builder) => builder,
@@ -311,6 +318,8 @@ struct Format {
     /// Stdout is a terminal: pipe mode escapes control characters in text too (but newlines
     /// and tabs), so that a peer cannot drive the terminal of `echo hi | sockeye connect URL`.
     terminal: bool,
+    /// Pipe mode with --null: records on stdout end with NUL instead of a newline.
+    null: bool,
 }
 
 /// Something worth printing.
@@ -330,8 +339,6 @@ enum Event<'a> {
         message: &'a Message,
         /// Pipe mode: the bare payload, no marker.
         bare: bool,
-        /// Pipe mode with --null: end records with NUL.
-        null: bool,
     },
     Closed(&'a Closed),
     Error(&'a str, &'a str),
@@ -578,8 +585,9 @@ impl Output {
                 true
             }
             Self::Stdout(out) => {
-                let null = matches!(event, Event::Message { null: true, .. });
-                line.push(if null { '\0' } else { '\n' });
+                // Every record on stdout (with --json, the open and close events too) ends
+                // with the same separator, so that a consumer can split on it alone.
+                line.push(if format.null { '\0' } else { '\n' });
                 out.write_all(line.as_bytes()).is_ok()
             }
             Self::Printer(printer) => {
@@ -690,6 +698,8 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
     let mut failure: Option<u8> = None;
     let mut stream_error: Option<sockeye::Error> = None;
     let mut close_code = CloseCode::NORMAL;
+    let mut ending = Ending::Input;
+    let close_timeout = ws.config().close_timeout;
     let interrupted = crate::termination();
     tokio::pin!(interrupted);
     let ended = loop {
@@ -722,15 +732,40 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
             break false;
         }
         let input_done = !input_open && pending.is_empty();
-        if input_done {
+        if input_done && ending == Ending::Input {
             let target = match args.wait_replies {
                 WaitReplies::Count(n) => n,
                 WaitReplies::All => sent,
             };
             if received >= target {
+                // A ping first, and the close once its pong is back: a server that stops
+                // answering when it reads the close frame (Python's websockets answers the
+                // close at once, and its handler's replies then fail) has by then had a round
+                // trip to answer the last lines.
+                ending = Ending::Pong(Instant::now() + close_timeout);
+                let ping = Message::Ping(Bytes::from_static(END_OF_INPUT_PING));
+                if ws.state() != sockeye::State::Open || ws.start_send_unpin(ping).is_err() {
+                    ending = Ending::Closing;
+                }
+            }
+        }
+        if ending == Ending::Closing && ws.state() == sockeye::State::Open {
+            // Close, then print what still arrives until the server's close frame (RFC 6455
+            // §1.4: only data after the peer's close is discarded): the replies to the last
+            // lines may be on their way. The stream's close timer bounds the wait.
+            let close = Message::Close(Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "".into(),
+            }));
+            if let Err(e) = ws.start_send_unpin(close) {
+                stream_error = Some(e);
                 break false;
             }
         }
+        let pong_deadline = match ending {
+            Ending::Pong(deadline) => Some(deadline),
+            Ending::Input | Ending::Closing => None,
+        };
         let want_input = input_open && pending.is_empty();
         let want_room = !pending.is_empty();
         tokio::select! {
@@ -743,6 +778,12 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                     stream_error = Some(e);
                     break true;
                 }
+                Ready::Item(Some(Ok(Message::Pong(payload))))
+                    if pong_deadline.is_some() && payload == END_OF_INPUT_PING =>
+                {
+                    // The end-of-input ping's own pong: not news, time to close.
+                    ending = Ending::Closing;
+                }
                 Ready::Item(Some(Ok(message))) => {
                     if message.is_data() {
                         received += 1;
@@ -752,7 +793,6 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                         incoming: true,
                         message: &message,
                         bare: true,
-                        null: args.null,
                     });
                     if !shown {
                         failure = Some(EXIT_CONNECTION);
@@ -782,7 +822,11 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
                 close_code = CloseCode::GOING_AWAY;
                 break false;
             }
-            () = tokio::time::sleep_until(reply_deadline), if input_done => {
+            // A server that does not answer pings is closed after the close timeout anyway.
+            () = sleep_until_some(pong_deadline), if pong_deadline.is_some() => {
+                ending = Ending::Closing;
+            }
+            () = tokio::time::sleep_until(reply_deadline), if input_done && ending == Ending::Input => {
                 out.event(&format, &Event::Error(
                     "timeout",
                     &format!("no reply for {reply_timeout:?}; received {received} messages"),
@@ -806,6 +850,29 @@ async fn pipe(mut ws: ClientStream, args: &ConnectArgs, format: Format, mut out:
     finish(&ws, stream_error.as_ref(), failure, &format, &mut out)
 }
 
+/// The payload of the ping the pipe mode sends at the end of its input.
+const END_OF_INPUT_PING: &[u8] = b"sockeye connect: end of input";
+
+/// Where the pipe mode is in ending the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Sending the input, or waiting for `--wait-replies` messages after it.
+    Input,
+    /// The end-of-input ping is sent; its pong is awaited until then.
+    Pong(Instant),
+    /// Closing: the close frame is queued (or the server's close is under way); what arrives
+    /// is printed until the end.
+    Closing,
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What [`next_or_room`] saw first.
 enum Ready {
     /// The stream's next item.
@@ -818,7 +885,6 @@ enum Ready {
 /// whichever comes first. Waiting for a message alone would stall a sender whose peer never
 /// answers: draining the buffer wakes nobody who waits to queue more.
 async fn next_or_room(ws: &mut ClientStream, want_room: bool) -> Ready {
-    use futures_util::SinkExt as _;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(item) = ws.poll_next_unpin(cx) {
             return std::task::Poll::Ready(Ready::Item(item));
@@ -1025,7 +1091,7 @@ async fn interactive_session(mut ws: ClientStream, args: &ConnectArgs, format: F
                     };
                     if show {
                         out.event(&format, &Event::Message {
-                            incoming: true, message: &message, bare: false, null: false,
+                            incoming: true, message: &message, bare: false,
                         });
                     }
                 }
@@ -1051,7 +1117,7 @@ async fn interactive_session(mut ws: ClientStream, args: &ConnectArgs, format: F
                         }
                         if echo {
                             out.event(&format, &Event::Message {
-                                incoming: false, message: &message, bare: false, null: false,
+                                incoming: false, message: &message, bare: false,
                             });
                         }
                         if let Err(e) = ws.try_send(message) {
@@ -1154,12 +1220,12 @@ mod tests {
                 timestamps: false,
                 base64: false,
                 terminal,
+                null: false,
             };
             let event = Event::Message {
                 incoming: true,
                 message: &message,
                 bare,
-                null: false,
             };
             format.render(&event).expect("rendered")
         };

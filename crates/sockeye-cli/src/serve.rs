@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use clap::ValueEnum;
 use futures_util::{SinkExt as _, StreamExt as _};
 use sockeye::http::{header, HeaderValue, Request, Response, StatusCode};
-use sockeye::{CloseCode, ServerStream, WebSocketStream};
+use sockeye::{CloseCode, ServerStream, State, WebSocketStream};
 use sockeye_hub::{Hub, HubConfig, RedisBackplane, SlowConsumer, Subscriber};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -291,7 +291,9 @@ fn write_line(out: &mut dyn std::io::Write, line: fmt::Arguments<'_>) {
 pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
     while let Some(item) = ws.next().await {
         match item {
-            Ok(message) if message.is_data() => {
+            // Data may still arrive after this end sent its close frame (a shutdown's 1001):
+            // it is not answered, and the loop reads on to the end of the close handshake.
+            Ok(message) if message.is_data() && ws.state() == State::Open => {
                 if ws.feed(message).await.is_err() {
                     break;
                 }

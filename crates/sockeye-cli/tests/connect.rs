@@ -18,6 +18,14 @@ const EXIT_USAGE: i32 = 2;
 const EXIT_HANDSHAKE: i32 = 3;
 const EXIT_PEER_ERROR: i32 = 4;
 
+/// The `event` field of each `--json` record.
+fn event_names(records: &[serde_json::Value]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|e| e["event"].as_str().expect("event name"))
+        .collect()
+}
+
 #[test]
 fn pipe_round_trips_ten_thousand_lines_in_order() {
     let server = EchoServer::start();
@@ -35,6 +43,21 @@ fn pipe_round_trips_ten_thousand_lines_in_order() {
         &["connect", &server.url, "--wait-replies", "all"],
         input.as_bytes(),
     );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), input);
+}
+
+/// Without any flag the client closes at the end of its input and prints what arrives until
+/// the server's close frame: an echo server's replies to the last lines are not lost.
+#[test]
+fn pipe_prints_the_replies_that_arrive_after_its_close() {
+    let server = EchoServer::start();
+    let out = run(&["connect", &server.url], b"one\ntwo\nthree\n");
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "one\ntwo\nthree\n");
+
+    let input: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let out = run(&["connect", &server.url], input.as_bytes());
     assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
     assert_eq!(out.stdout_text(), input);
 }
@@ -91,17 +114,20 @@ fn json_events_parse() {
         .lines()
         .map(|line| serde_json::from_str(line).expect("each line is JSON"))
         .collect();
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().expect("event name"))
-        .collect();
-    assert_eq!(kinds, ["open", "message", "message", "close"]);
+    let kinds = event_names(&events);
+    // The echoes, the server's close frame answering ours, and how the connection ended.
+    assert_eq!(
+        kinds,
+        ["open", "message", "message", "close_frame", "close"]
+    );
     assert_eq!(events[0]["status"], 101);
     assert_eq!(events[1]["data"], "hello");
     assert_eq!(events[1]["direction"], "in");
     assert_eq!(events[2]["data"], "{\"not\": \"parsed\"}");
+    assert_eq!(events[3]["direction"], "in");
     assert_eq!(events[3]["code"], 1000);
-    assert_eq!(events[3]["clean"], true);
+    assert_eq!(events[4]["code"], 1000);
+    assert_eq!(events[4]["clean"], true);
     assert!(events.iter().all(|e| e["time"].as_f64().is_some()));
 
     let out = run(
@@ -126,6 +152,39 @@ fn json_events_parse() {
     assert_eq!(message["data"], "0102ff");
 }
 
+/// With `--null --json` every record on stdout ends with NUL, the open and close events too:
+/// splitting on NUL alone gives well-formed JSON objects.
+#[test]
+fn null_json_records_split_on_nul_alone() {
+    let server = EchoServer::start();
+    let out = run(
+        &["connect", &server.url, "--null", "--json"],
+        b"first\0multi\nline\0",
+    );
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.last(), Some(&0), "the last record ends with NUL");
+    let records: Vec<serde_json::Value> = out
+        .stdout
+        .split(|&byte| byte == 0)
+        .filter(|record| !record.is_empty())
+        .map(|record| {
+            assert!(
+                !record.contains(&b'\n'),
+                "a newline inside a record: {record:?}"
+            );
+            serde_json::from_slice(record).expect("each NUL-terminated record is JSON")
+        })
+        .collect();
+    let kinds = event_names(&records);
+    assert_eq!(
+        kinds,
+        ["open", "message", "message", "close_frame", "close"]
+    );
+    assert_eq!(records[1]["data"], "first");
+    assert_eq!(records[2]["data"], "multi\nline");
+    assert_eq!(records[4]["clean"], true);
+}
+
 #[test]
 fn waiting_for_replies_is_bounded() {
     let server = EchoServer::start();
@@ -148,10 +207,11 @@ fn waiting_for_replies_is_bounded() {
     assert!(out.stderr.contains("no reply"), "{}", out.stderr);
     assert!(started.elapsed() < PATIENCE / 2);
 
-    // Without --wait-replies the client closes at once; the echo may or may not be printed.
+    // Without --wait-replies the client closes at once, and still prints the echo that
+    // arrives after its close frame.
     let out = run(&["connect", &server.url], b"only\n");
     assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
-    assert!(["", "only\n"].contains(&out.stdout_text().as_str()));
+    assert_eq!(out.stdout_text(), "only\n");
 }
 
 #[test]
@@ -314,6 +374,31 @@ fn server_ends_session(after: After) -> support::Finished {
     client.write(b"first\n");
     client.wait_exit();
     client.finish()
+}
+
+/// At the end of its input the pipe sends a ping and closes only after its pong: a server that
+/// stops answering once it reads a close frame (Python's websockets) has had a round trip to
+/// answer the last lines.
+#[test]
+fn pipe_pings_before_it_closes() {
+    let (url, seen) = sockeye_server(After::Echo);
+    let out = run(&["connect", &url], b"one\ntwo\n");
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "one\ntwo\n");
+    let frames: Vec<Message> = seen
+        .try_iter()
+        .filter_map(|seen| match seen {
+            Seen::Message(message) => Some(message),
+            Seen::Accepted => None,
+        })
+        .collect();
+    match frames.as_slice() {
+        [Message::Text(one), Message::Text(two), Message::Ping(_), Message::Close(Some(close))] => {
+            assert_eq!((one.as_str(), two.as_str()), ("one", "two"));
+            assert_eq!(close.code, CloseCode::NORMAL);
+        }
+        other => panic!("expected two lines, a ping, then the close frame: {other:?}"),
+    }
 }
 
 #[test]

@@ -49,7 +49,11 @@ fn valid_close_codes_are_echoed_by_the_server() {
         assert_eq!(server.state(), State::Closed);
         assert_sent_then_shutdown(
             &mut server,
-            &[unmasked(OP_CLOSE, true, &close_payload(code, b""))],
+            &[unmasked(
+                OP_CLOSE,
+                true,
+                &close_payload(code, "why ✓".as_bytes()),
+            )],
         );
         assert_events(
             &mut server,
@@ -68,7 +72,7 @@ fn valid_close_codes_are_echoed_by_the_client() {
         let mut client = feed(Role::Client, &input);
         assert_sent(
             &mut client,
-            &[masked(OP_CLOSE, true, &close_payload(code, b""))],
+            &[masked(OP_CLOSE, true, &close_payload(code, b"r"))],
         );
         // The client waits for the server to close TCP (§7.1.1).
         assert_events(&mut client, &[close_message(code, "r")]);
@@ -81,6 +85,37 @@ fn valid_close_codes_are_echoed_by_the_client() {
         );
         assert_sent_then_shutdown::<&[u8]>(&mut client, &[]);
         assert_eq!(client.state(), State::Closed);
+    }
+}
+
+/// The close frame sent in answer carries the code and the reason received, byte for byte, in
+/// both roles: the longest reason (123 bytes), multi-byte UTF-8 up to that limit, none.
+#[test]
+fn the_echoed_close_carries_the_code_and_the_reason() {
+    // 122 bytes of 2-byte characters plus one of 1 byte: 123, the limit (§5.5: 125 - 2).
+    let longest_mixed = format!("{}x", "é".repeat(61));
+    let reasons = [
+        String::new(),
+        "bye".to_owned(),
+        "ciao ✓ — 再见 👋".to_owned(),
+        "r".repeat(123),
+        longest_mixed,
+        "👋".repeat(30),
+    ];
+    let codes = [4321, 1000, 1001, 1011, 3000, 4999];
+    for role in ROLES {
+        for (&code, reason) in codes.iter().zip(&reasons) {
+            assert!(reason.len() <= 123, "{reason:?}");
+            let payload = close_payload(code, reason.as_bytes());
+            let mut conn = feed(role, &from_peer(role, OP_CLOSE, true, &payload));
+            let echo = [from_self(role, OP_CLOSE, true, &payload)];
+            match role {
+                // The server closes TCP first (§7.1.1).
+                Role::Server => assert_sent_then_shutdown(&mut conn, &echo),
+                Role::Client => assert_sent(&mut conn, &echo),
+            }
+            assert_eq!(conn.poll_event(), Some(close_message(code, reason)));
+        }
     }
 }
 
@@ -196,7 +231,7 @@ fn client_timeout_after_receiving_close_is_still_clean() {
     );
     assert_sent(
         &mut client,
-        &[masked(OP_CLOSE, true, &close_payload(4000, b""))],
+        &[masked(OP_CLOSE, true, &close_payload(4000, b"x"))],
     );
     assert_events(&mut client, &[close_message(4000, "x")]);
     client.handle_timeout();
@@ -448,10 +483,10 @@ fn eof_after_our_close_without_echo_is_abnormal() {
 }
 
 #[test]
-fn data_after_our_close_is_dropped_but_the_close_completes() {
+fn data_after_our_close_is_delivered_until_the_peers_close() {
     let input = [
-        masked(OP_TEXT, true, b"dropped text"),
-        masked(OP_BINARY, false, b"dropped "),
+        masked(OP_TEXT, true, b"late text"),
+        masked(OP_BINARY, false, b"late "),
         masked(OP_PING, true, b"p"),
         masked(OP_CONT, true, b"binary"),
         masked(OP_CLOSE, true, &close_payload(1000, b"")),
@@ -465,27 +500,36 @@ fn data_after_our_close_is_dropped_but_the_close_completes() {
     } = drain(&mut server);
     assert!(sent.is_empty(), "no pong, no second close after our close");
     assert!(shutdown);
-    let messages: Vec<_> = events
-        .iter()
-        .filter(|e| matches!(e, Event::Message(m) if m.is_data()))
-        .collect();
-    assert!(messages.is_empty(), "data after our close: {messages:?}");
+    // RFC 6455 §1.4: only data after the peer's close frame is discarded; the peer may have
+    // sent these before it saw ours.
     assert_eq!(
-        events.last(),
-        Some(&closed(CloseCode::NORMAL, "", Initiator::Application, true))
+        events,
+        [
+            Event::Message(Message::text("late text")),
+            Event::Message(Message::Ping(b"p".to_vec().into())),
+            Event::Message(Message::binary(b"late binary".to_vec())),
+            close_message(1000, ""),
+            closed(CloseCode::NORMAL, "", Initiator::Application, true),
+        ]
     );
-    assert!(events.contains(&close_message(1000, "")));
 }
 
 #[test]
-fn client_drops_data_after_its_close_too() {
+fn client_receives_data_after_its_close_too() {
     let input = [
-        unmasked(OP_TEXT, true, b"dropped"),
+        unmasked(OP_TEXT, true, b"late"),
         unmasked(OP_CLOSE, true, &close_payload(1000, b"")),
+        unmasked(OP_TEXT, true, b"after the close: discarded"),
     ]
     .concat();
     let mut client = feed_both(client_after_close, &input);
-    assert_events(&mut client, &[close_message(1000, "")]);
+    assert_events(
+        &mut client,
+        &[
+            Event::Message(Message::text("late")),
+            close_message(1000, ""),
+        ],
+    );
     client.handle_eof();
     assert_events(
         &mut client,
@@ -543,11 +587,12 @@ fn pair_client_initiated_close_is_clean_on_both_ends() {
             closed(CloseCode::NORMAL, "bye", Initiator::Remote, true)
         ]
     );
+    // The server echoes the code and the reason.
     assert_eq!(
         pair.client_events,
         [
-            close_message(1000, ""),
-            closed(CloseCode::NORMAL, "", Initiator::Application, true)
+            close_message(1000, "bye"),
+            closed(CloseCode::NORMAL, "bye", Initiator::Application, true)
         ]
     );
     assert!(pair.client_shutdown && pair.server_shutdown);
@@ -572,8 +617,8 @@ fn pair_server_initiated_close_is_clean_on_both_ends() {
     assert_eq!(
         pair.server_events,
         [
-            close_message(3000, ""),
-            closed(CloseCode(3000), "", Initiator::Application, true)
+            close_message(3000, "restart"),
+            closed(CloseCode(3000), "restart", Initiator::Application, true)
         ]
     );
 }

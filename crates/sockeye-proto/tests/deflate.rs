@@ -1075,7 +1075,8 @@ fn control_frames_are_never_compressed() {
             from_self(role, OP_PING, true, &compressible),
             from_self(role, OP_PONG, true, &compressible),
             from_self(role, OP_PONG, true, &compressible),
-            from_self(role, OP_CLOSE, true, &close_payload(1000, b"")),
+            // The echo carries the reason received, uncompressed.
+            from_self(role, OP_CLOSE, true, &close_payload(1000, &[b'r'; 50])),
         ]
         .concat();
         assert_eq!(drain(&mut conn).sent, expected, "{role:?}");

@@ -139,7 +139,7 @@ fn close_between_fragments_ends_the_connection_without_the_partial_message() {
     let mut server = feed(Role::Server, &input);
     assert_sent_then_shutdown(
         &mut server,
-        &[unmasked(OP_CLOSE, true, &close_payload(1001, b""))],
+        &[unmasked(OP_CLOSE, true, &close_payload(1001, b"bye"))],
     );
     assert_events(
         &mut server,

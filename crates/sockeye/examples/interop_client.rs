@@ -1,6 +1,7 @@
 //! Interoperability client: connects to an echo server (sockeye, Python `websockets`, Node `ws`),
 //! optionally with permessage-deflate, sends a fixed set of messages and checks every echo, a
-//! ping/pong and a clean close. `scripts/interop.sh` runs it against each peer.
+//! ping/pong and a clean close with 4321 and a UTF-8 reason, both echoed by the server.
+//! `scripts/interop.sh` runs it against each peer.
 //!
 //! ```text
 //! interop_client URL [--deflate] [--deflate-server-no-context-takeover]
@@ -37,8 +38,10 @@ const BURST: usize = 50;
 const PING_PAYLOAD: &[u8] = b"interop-ping";
 /// Payload of the ping sent between the first two fragments of each fragmented message.
 const MID_PING_PAYLOAD: &[u8] = b"interop-ping between fragments";
-/// Reason sent with the closing 1000.
-const CLOSE_REASON: &str = "interop done";
+/// Code of the closing handshake; the server must echo it and the reason.
+const CLOSE_CODE: CloseCode = CloseCode(4321);
+/// Reason sent with [`CLOSE_CODE`]: multi-byte UTF-8.
+const CLOSE_REASON: &str = "ciao ✓ — 再见 👋";
 
 /// Command-line options.
 #[derive(Debug, Default)]
@@ -383,13 +386,20 @@ async fn run(options: &Options) -> Result<(), Failure> {
     send(&mut ws, Message::Ping(PING_PAYLOAD.into()), "ping").await?;
     expect_pong(&mut ws, PING_PAYLOAD, "ping").await?;
 
-    tokio::time::timeout(REPLY_TIMEOUT, ws.close(CloseCode::NORMAL, CLOSE_REASON))
+    tokio::time::timeout(REPLY_TIMEOUT, ws.close(CLOSE_CODE, CLOSE_REASON))
         .await
         .map_err(|_| "close: the close handshake did not finish".to_owned())?
         .map_err(|e| format!("close: {}", describe(&e)))?;
+    // `close_info` holds the code and reason of the server's answering close frame.
     match ws.close_info() {
-        Some(closed) if closed.was_clean && closed.code == CloseCode::NORMAL => Ok(()),
-        other => Err(format!("close: not a clean 1000 close: {other:?}")),
+        Some(closed)
+            if closed.was_clean && closed.code == CLOSE_CODE && closed.reason == CLOSE_REASON =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "close: expected the echo {CLOSE_CODE} {CLOSE_REASON:?}: {other:?}"
+        )),
     }
 }
 

@@ -265,6 +265,36 @@ async fn close_arguments_are_validated_and_nothing_is_sent_on_error() {
     assert_eq!(close.close_code(), (1000, reason_123));
 }
 
+/// WHATWG WebSockets: a message received once readyState is CLOSING is not delivered. The core
+/// and the stream deliver data sent by the peer before it saw this end's close frame (RFC 6455
+/// §1.4); the browser-shaped handle drops it after `close()`, as a browser does.
+#[tokio::test]
+async fn data_after_close_is_not_delivered() {
+    let (listener, url) = listener().await;
+    let ws = WebSocket::new(&url).unwrap();
+    let mut peer = open_with_raw_server(&listener, &ws).await;
+    peer.send_frame(true, TEXT, b"before").await;
+    expect_text(&ws, "before").await;
+    ws.close(Some(4000), Some("bye")).unwrap();
+    let close = within("close frame", peer.read_frame()).await.unwrap();
+    assert_eq!(close.close_code(), (4000, "bye".to_owned()));
+    // Sent after the client's close frame arrived, before the answer: not delivered.
+    peer.send_frame(true, TEXT, b"late").await;
+    peer.send_frame(true, CLOSE, &common::close_payload(4000, "bye"))
+        .await;
+    drop(peer);
+    let close = expect_close(&ws).await;
+    assert_eq!(
+        close,
+        CloseEvent {
+            code: 4000,
+            reason: "bye".into(),
+            was_clean: true
+        }
+    );
+    expect_end(&ws).await;
+}
+
 #[tokio::test]
 async fn close_codes_3000_and_4999_are_accepted_and_sent() {
     let (url, _server) = echo_server(WebSocketConfig::default()).await;
@@ -273,13 +303,13 @@ async fn close_codes_3000_and_4999_are_accepted_and_sent() {
         expect_open(&ws).await;
         ws.close(Some(code), Some("app code")).unwrap();
         assert_eq!(ws.ready_state(), ReadyState::Closing);
-        // The server echoes the code it received (RFC 6455 §5.5.1), without the reason.
+        // The server echoes the code it received (RFC 6455 §5.5.1) and the reason.
         let close = expect_close(&ws).await;
         assert_eq!(
             close,
             CloseEvent {
                 code,
-                reason: String::new(),
+                reason: "app code".into(),
                 was_clean: true
             }
         );
@@ -598,7 +628,7 @@ async fn handler_style_client_echo() {
     within("on_close", closed).await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
-        ["open", "message:hello", "close:1000::true"]
+        ["open", "message:hello", "close:1000:done:true"]
     );
     // With handlers, the events go to them, not to next_event.
     assert!(within("next_event", ws.next_event()).await.is_none());

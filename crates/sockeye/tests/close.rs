@@ -63,6 +63,62 @@ async fn client_initiated_close() {
         .unwrap();
 }
 
+/// RFC 6455 §1.4: only data after the peer's close frame is discarded. A client that queued its
+/// close frame and keeps reading receives what the server sent before it saw that frame, then
+/// the server's close frame echoing the code and the reason.
+#[tokio::test]
+async fn data_sent_before_the_peer_saw_our_close_is_received() {
+    let (mut client, mut server) = tcp_pair(WebSocketConfig::default()).await;
+    within(
+        "client close frame",
+        client.send(close_frame(4321, "ciao ✓ — 再见 👋")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.state(), State::Closing);
+    // The server sends before it reads the client's close frame.
+    for text in ["late 1", "late 2"] {
+        within("server send", server.send(Message::text(text)))
+            .await
+            .unwrap();
+    }
+    let server_side = tokio::spawn(async move {
+        let first = within("server next", server.next()).await;
+        let end = within("server end", server.next()).await;
+        (first.map(|r| r.unwrap()), end.is_none())
+    });
+    let mut received = Vec::new();
+    while let Some(item) = within("client next", client.next()).await {
+        received.push(item.unwrap());
+    }
+    assert_eq!(
+        received,
+        [
+            Message::text("late 1"),
+            Message::text("late 2"),
+            close_frame(4321, "ciao ✓ — 再见 👋"),
+        ]
+    );
+    let info = client.close_info().expect("close info");
+    assert_eq!(
+        (
+            info.code,
+            info.reason.as_str(),
+            info.initiator,
+            info.was_clean
+        ),
+        (
+            CloseCode(4321),
+            "ciao ✓ — 再见 👋",
+            Initiator::Application,
+            true
+        )
+    );
+    let (first, ended) = within("server task", server_side).await.unwrap();
+    assert_eq!(first, Some(close_frame(4321, "ciao ✓ — 再见 👋")));
+    assert!(ended);
+}
+
 #[tokio::test]
 async fn server_initiated_close() {
     let (mut client, mut server) = tcp_pair(WebSocketConfig::default()).await;

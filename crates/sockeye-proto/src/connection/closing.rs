@@ -168,8 +168,11 @@ impl Connection {
         } else {
             // §5.5.1: "If an endpoint receives a Close frame and did not previously send a Close
             // frame, the endpoint MUST send a Close frame in response. ... It SHOULD typically
-            // echo the status code it received."
-            self.out.write_close(frame.as_ref().map(|f| f.code), "");
+            // echo the status code it received." The reason is echoed too (already checked as
+            // UTF-8 of at most 123 bytes), as Node's `ws`, Python's `websockets` and Bun do: a
+            // peer that reads the echo (a browser's `CloseEvent.reason`) sees what it sent.
+            let reason = frame.as_ref().map_or("", |f| f.reason.as_str());
+            self.out.write_close(frame.as_ref().map(|f| f.code), reason);
             Initiator::Remote
         };
         self.events.push_back(Event::Message(Message::Close(frame)));

@@ -103,7 +103,7 @@ pub struct Closed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message arrived. Data messages that arrive after this end sent a close frame are
-    /// dropped, as the browser's `WebSocket` does.
+    /// delivered too, until the peer's close frame (RFC 6455 §1.4).
     Message(Message),
     /// The connection is closed. Always the last event.
     Closed(Closed),

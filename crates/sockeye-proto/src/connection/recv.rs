@@ -455,11 +455,12 @@ impl Connection {
             Some(DataKind::Binary) => Message::Binary(payload),
             None => return,
         };
-        // WHATWG WebSockets: a message received once the state is CLOSING is not delivered.
-        if !self.closing.close_sent() {
-            self.recv.queued_bytes += message.as_payload().len();
-            self.events.push_back(Event::Message(message));
-        }
+        // RFC 6455 §1.4: "after receiving a control frame indicating the connection should be
+        // closed, a peer discards any further data received"; data that arrives after this end
+        // sent its close frame, until the peer's, is delivered (the peer may have sent it
+        // before it saw ours). The browser-shaped `WebSocket` drops it, as WHATWG's does.
+        self.recv.queued_bytes += message.as_payload().len();
+        self.events.push_back(Event::Message(message));
     }
 }
 

@@ -425,7 +425,8 @@ impl<S: Socket> WebSocket<S> {
     }
 
     /// Performs the close handshake: sends a close frame with `code` and `reason`, reads until
-    /// the peer's close frame (dropping data messages that arrive meanwhile) or the close
+    /// the peer's close frame (dropping data messages that arrive meanwhile: to receive them,
+    /// [`send`](Self::send) a [`Message::Close`] and [`read`](Self::read) on) or the close
     /// timeout, then shuts the transport down. Calling it after a close frame was sent just
     /// waits for the end; after the end, it does nothing.
     ///

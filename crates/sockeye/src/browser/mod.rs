@@ -1000,6 +1000,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut error = None;
         loop {
             match poll_fn(|cx| self.poll_step(cx)).await {
+                // WHATWG WebSockets, "when a WebSocket message has been received": "If
+                // readyState is not OPEN (1), then return." Data the peer sent before it saw
+                // this end's close frame arrives after `close()` and is dropped here.
+                Some(Ok(Message::Text(_) | Message::Binary(_)))
+                    if self.channels.shared.ready_state() != ReadyState::Open => {}
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                     let delivered = self.channels.sink.emit(Event::Message(message)).await;
                     if delivered.is_err() {

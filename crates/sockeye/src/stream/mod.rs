@@ -460,8 +460,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Performs the close handshake: sends a close frame with `code` and `reason`, waits up to
     /// the close timeout for the peer's, then shuts the transport down. Data messages that
-    /// arrive meanwhile are dropped, as in the browser. Calling it again after a close frame
-    /// was sent just waits for the end.
+    /// arrive meanwhile are dropped. To receive them instead (RFC 6455 lets the peer's data
+    /// arrive until its close frame), send [`Message::Close`] and read on until `None`: the
+    /// close timeout bounds that wait too. Calling it again after a close frame was sent just
+    /// waits for the end.
     ///
     /// # Errors
     ///
