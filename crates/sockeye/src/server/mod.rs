@@ -415,7 +415,6 @@ impl Server {
 #[derive(Debug, Clone)]
 enum NoTls {}
 
-/// TLS (when configured) and the WebSocket handshake, within the handshake timeout.
 /// Hands an upgraded connection to the handler. A plain function, not part of the task's async
 /// block: there, the stream and request, once borrowed, would keep slots of their own in the
 /// task beside the handler's future (which holds them again) for the connection's whole life.
@@ -433,6 +432,7 @@ where
     handler(ws, request)
 }
 
+/// TLS (when configured) and the WebSocket handshake, within the handshake timeout.
 async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -442,15 +442,31 @@ async fn upgrade(
     #[cfg(not(feature = "rustls"))] tls: Option<NoTls>,
 ) -> Result<(ServerStream, Request<()>), Error> {
     let io = match tls {
-        #[cfg(feature = "rustls")]
-        Some(tls) => tokio::time::timeout(config.handshake_timeout, crate::tls::accept(tcp, tls))
-            .await
-            .map_err(|_| Error::HandshakeTimeout)??,
-        #[cfg(not(feature = "rustls"))]
-        Some(never) => match never {},
+        Some(tls) => accept_tls(tcp, config, tls).await?,
         None => MaybeTlsStream::Plain(tcp),
     };
     accept_hooked(io, config.clone(), hooks, Some(peer)).await
+}
+
+/// The server's TLS handshake, within the handshake timeout.
+#[cfg(feature = "rustls")]
+async fn accept_tls(
+    tcp: TcpStream,
+    config: &WebSocketConfig,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    tokio::time::timeout(config.handshake_timeout, crate::tls::accept(tcp, tls))
+        .await
+        .map_err(|_| Error::HandshakeTimeout)?
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn accept_tls(
+    _tcp: TcpStream,
+    _config: &WebSocketConfig,
+    tls: NoTls,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    match tls {}
 }
 
 /// What a new connection turned out to be.
@@ -476,14 +492,7 @@ async fn open(
     #[cfg(feature = "http2")]
     if http2 {
         let io = match tls {
-            #[cfg(feature = "rustls")]
-            Some(tls) => {
-                tokio::time::timeout(config.handshake_timeout, crate::tls::accept(tcp, tls))
-                    .await
-                    .map_err(|_| Error::HandshakeTimeout)??
-            }
-            #[cfg(not(feature = "rustls"))]
-            Some(never) => match never {},
+            Some(tls) => accept_tls(tcp, config, tls).await?,
             None => {
                 if crate::http2::is_h2c(&tcp, config.handshake_timeout).await {
                     return Ok(Opened::Http2(MaybeTlsStream::Plain(tcp)));
