@@ -120,7 +120,7 @@ mod sockeye_impl {
     }
 
     pub(super) struct Client {
-        ws: WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+        ws: WebSocketStream<sockeye::Transport<TcpStream>>,
         messages: Vec<Message>,
     }
 

@@ -238,7 +238,7 @@ fn burst_message(i: usize) -> String {
     format!(r#"burst {i}: {{"seq":{i},"kind":"burst"}}"#)
 }
 
-type Ws = WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<sockeye::Transport<TcpStream>>;
 
 /// Why the run failed.
 type Failure = String;

@@ -231,6 +231,10 @@ pub use integrations::axum;
 #[cfg(feature = "hyper")]
 #[doc(hidden)]
 pub use integrations::hyper as upgrade;
+/// The name [`Transport`] had before: it is no longer only "maybe TLS" (it may be an HTTP/2
+/// stream).
+#[doc(hidden)]
+pub type MaybeTlsStream<S> = Transport<S>;
 
 pub use browser::{
     CloseEvent, Event, ReadyState, WebSocket, WebSocketBuilder, EVENT_QUEUE, MAX_QUEUED_MESSAGES,
@@ -247,7 +251,7 @@ pub use server::{
     HttpCallback, OriginCallback, OriginPolicy, Server, DEFAULT_MAX_CONNECTIONS,
 };
 pub use stream::{ClientStream, ServerStream, WebSocketStream};
-pub use transport::MaybeTlsStream;
+pub use transport::Transport;
 
 pub use sockeye_proto::deflate::{DeflateConfig, DeflateParams};
 pub use sockeye_proto::handshake::{ClientRequest, HandshakeError, Negotiated};

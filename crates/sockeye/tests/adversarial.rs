@@ -128,7 +128,7 @@ impl Drop for LiveGuard {
 }
 
 async fn echo(
-    mut ws: WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    mut ws: WebSocketStream<sockeye::Transport<TcpStream>>,
     path: String,
     report: mpsc::UnboundedSender<(String, Outcome)>,
     _live: LiveGuard,

@@ -86,8 +86,8 @@ fn messages() -> Vec<Message> {
 
 /// Sends every message from the client, expects each echoed back whole, then closes cleanly.
 async fn echo_everything(
-    mut client: sockeye::WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
-    server: sockeye::WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    mut client: sockeye::WebSocketStream<sockeye::Transport<TcpStream>>,
+    server: sockeye::WebSocketStream<sockeye::Transport<TcpStream>>,
     messages: &[Message],
 ) {
     let echo = spawn_echo(server);

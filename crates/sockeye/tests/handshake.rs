@@ -216,7 +216,7 @@ async fn connect_to(
     answer: impl FnOnce(&str) -> Vec<u8>,
     config: WebSocketConfig,
 ) -> (
-    Result<sockeye::WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>, Error>,
+    Result<sockeye::WebSocketStream<sockeye::Transport<TcpStream>>, Error>,
     RawPeer<TcpStream>,
 ) {
     let (listener, url) = listener().await;

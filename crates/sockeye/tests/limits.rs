@@ -533,7 +533,7 @@ async fn client_gives_up_on_a_silent_server_at_the_handshake_timeout() {
 
 /// `(TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE if keepalive is on)` of a connection's socket.
 fn tcp_options(
-    ws: &WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    ws: &WebSocketStream<sockeye::Transport<TcpStream>>,
 ) -> (bool, bool, Option<Duration>) {
     let socket = socket2::SockRef::from(ws.get_ref().get_ref().expect("tcp"));
     let keepalive = socket.keepalive().unwrap();

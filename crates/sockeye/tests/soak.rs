@@ -266,7 +266,7 @@ async fn session(url: &str, salt: u32, rng: &mut Rng, counters: &Counters) -> Re
         }
     };
     Counters::add(&counters.lost, missing(&seen));
-    let mut ws: WebSocketStream<sockeye::MaybeTlsStream<TcpStream>> = sink
+    let mut ws: WebSocketStream<sockeye::Transport<TcpStream>> = sink
         .reunite(stream)
         .map_err(|_| "halves of different streams".to_owned())?;
     ws.close(CloseCode::NORMAL, "")
@@ -343,7 +343,7 @@ struct ServerSide {
     first_errors: Mutex<Vec<String>>,
 }
 
-async fn echo(mut ws: WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>, side: Arc<ServerSide>) {
+async fn echo(mut ws: WebSocketStream<sockeye::Transport<TcpStream>>, side: Arc<ServerSide>) {
     side.served.fetch_add(1, Ordering::Relaxed);
     let fail = |e: sockeye::Error| {
         side.errors.fetch_add(1, Ordering::Relaxed);

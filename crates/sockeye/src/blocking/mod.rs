@@ -64,7 +64,7 @@ use crate::server::{upgrade_or_end, Ending, Hooks, Upgrade};
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
 /// bound the handshake and the close handshake) and a half-close (to end the connection).
 ///
-/// Implemented for [`TcpStream`], Unix sockets, [`MaybeTlsStream`] and rustls' `StreamOwned`
+/// Implemented for [`TcpStream`], Unix sockets, [`Transport`] and rustls' `StreamOwned`
 /// over any of them. Any other stream can use the defaults with `impl Socket for MyStream {}`:
 /// timeouts are then not enforced (the stream's own apply) and the half-close only flushes.
 pub trait Socket: Read + Write {
@@ -152,7 +152,7 @@ where
 /// The transport of blocking client connections: TCP, or TLS over TCP for `wss://`.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum MaybeTlsStream {
+pub enum Transport {
     /// Unencrypted (`ws://`).
     Plain(TcpStream),
     /// TLS (`wss://`).
@@ -160,7 +160,7 @@ pub enum MaybeTlsStream {
     Tls(Box<crate::tls::rustls::StreamOwned<crate::tls::rustls::ClientConnection, TcpStream>>),
 }
 
-impl MaybeTlsStream {
+impl Transport {
     /// Whether the transport is encrypted.
     pub fn is_tls(&self) -> bool {
         !matches!(self, Self::Plain(_))
@@ -201,13 +201,13 @@ impl MaybeTlsStream {
     }
 }
 
-impl Read for MaybeTlsStream {
+impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.as_socket_mut().read(buf)
     }
 }
 
-impl Write for MaybeTlsStream {
+impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.as_socket_mut().write(buf)
     }
@@ -217,7 +217,7 @@ impl Write for MaybeTlsStream {
     }
 }
 
-impl Socket for MaybeTlsStream {
+impl Socket for Transport {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.as_socket().set_read_timeout(timeout)
     }
@@ -232,7 +232,11 @@ impl Socket for MaybeTlsStream {
 }
 
 /// A blocking client connection, as [`connect`] returns it.
-pub type ClientWebSocket = WebSocket<MaybeTlsStream>;
+pub type ClientWebSocket = WebSocket<Transport>;
+
+/// The name [`Transport`] had before, when it shared it with the async crate's.
+#[doc(hidden)]
+pub type MaybeTlsStream = Transport;
 
 /// A WebSocket connection over a blocking transport `S`.
 ///
@@ -854,7 +858,7 @@ fn connect_once(
     let io = if url.tls {
         tls_connect(tcp, url, config, deadline)?
     } else {
-        MaybeTlsStream::Plain(tcp)
+        Transport::Plain(tcp)
     };
     let request = upgrade_request(url, config, headers)?;
     handshake(io, &request, config, follow_redirects, deadline)
@@ -886,7 +890,7 @@ fn tls_connect(
     url: &WsUrl,
     config: &WebSocketConfig,
     deadline: Instant,
-) -> Result<MaybeTlsStream, Error> {
+) -> Result<Transport, Error> {
     use crate::tls::rustls;
 
     let (tls, name) = crate::tls::client_session(config.tls_client.as_ref(), &url.host, &[])?;
@@ -902,7 +906,7 @@ fn tls_connect(
             });
         }
     }
-    Ok(MaybeTlsStream::Tls(Box::new(stream)))
+    Ok(Transport::Tls(Box::new(stream)))
 }
 
 #[cfg(not(feature = "rustls"))]
@@ -911,12 +915,12 @@ fn tls_connect(
     _url: &WsUrl,
     _config: &WebSocketConfig,
     _deadline: Instant,
-) -> Result<MaybeTlsStream, Error> {
+) -> Result<Transport, Error> {
     Err(crate::error::UrlError::TlsDisabled.into())
 }
 
 fn handshake(
-    mut io: MaybeTlsStream,
+    mut io: Transport,
     request: &ClientRequest,
     config: &WebSocketConfig,
     follow_redirects: bool,
@@ -969,12 +973,7 @@ fn handshake(
 /// Reads the body of a refusal as the async client does: `wanted` bytes
 /// ([`Outcome::Refused`]), fewer if the connection ends, the peer pauses for half a second or
 /// the handshake deadline passes.
-fn read_body(
-    io: &mut MaybeTlsStream,
-    wanted: usize,
-    mut body: Vec<u8>,
-    deadline: Instant,
-) -> Vec<u8> {
+fn read_body(io: &mut Transport, wanted: usize, mut body: Vec<u8>, deadline: Instant) -> Vec<u8> {
     let mut chunk = [0u8; 4096];
     while body.len() < wanted {
         let left = deadline.saturating_duration_since(Instant::now());

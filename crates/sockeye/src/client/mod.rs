@@ -22,7 +22,7 @@ use sockeye_proto::handshake::{ClientRequest, HandshakeError, Redirects};
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::stream::ClientStream;
-use crate::transport::MaybeTlsStream;
+use crate::transport::Transport;
 
 /// Connects to a `ws://` or `wss://` URL with default settings.
 ///
@@ -200,7 +200,7 @@ impl ClientBuilder {
             let io = if url.tls {
                 crate::transport::connect_tls(tcp, &url.host, config, &[]).await?
             } else {
-                MaybeTlsStream::Plain(tcp)
+                Transport::Plain(tcp)
             };
             let request = upgrade_request(url, config, &self.headers)?;
             handshake(io, &request, config.clone(), follow_redirects).await

@@ -10,7 +10,7 @@
 //!   the same Origin policy, handshake callback, subprotocol and permessage-deflate
 //!   negotiation, connection limit and handler as an HTTP/1.1 upgrade, and the handler receives
 //!   the same [`ServerStream`] (its transport is
-//!   [`MaybeTlsStream::Http2`]). The request it receives says `HTTP/2.0` in
+//!   [`Transport::Http2`]). The request it receives says `HTTP/2.0` in
 //!   [`version()`](http::Request::version) and its URI is absolute (`https://host/path`, from
 //!   `:scheme`, `:authority` and `:path`); there is no `Host` header.
 //! - **Client**: [`ClientBuilder::http2(true)`](crate::ClientBuilder::http2) opens one HTTP/2
@@ -56,7 +56,7 @@ use crate::error::Error;
 use crate::server::handshake::Hooks;
 use crate::stream::WebSocketStream;
 use crate::stream::{ClientStream, ServerStream};
-use crate::transport::{H2Stream, MaybeTlsStream};
+use crate::transport::{H2Stream, Transport};
 
 /// Most WebSocket streams open at once on one HTTP/2 connection a [`Server`](crate::Server)
 /// serves (`SETTINGS_MAX_CONCURRENT_STREAMS`). Every stream also counts against
@@ -262,7 +262,7 @@ async fn run_stream<H, F>(
             return;
         }
     };
-    let io = MaybeTlsStream::Http2(Box::new(H2Stream::new(upgraded, Some(peer), tls)));
+    let io = Transport::Http2(Box::new(H2Stream::new(upgraded, Some(peer), tls)));
     let mut ws = WebSocketStream::from_negotiated(io, Role::Server, config, negotiated, &[]);
     ws.set_shutdown_signal(shutdown);
     tracing::info!(
@@ -454,7 +454,7 @@ impl H2Connection {
                 crate::transport::connect_tls(tcp, &url.host, &config, &[b"h2", b"http/1.1"])
                     .await?
             } else {
-                MaybeTlsStream::Plain(tcp)
+                Transport::Plain(tcp)
             };
             if url.tls && io.alpn_protocol() != Some(b"h2") {
                 return Err(Error::Http2NotNegotiated);
@@ -548,7 +548,7 @@ impl H2Connection {
         let upgraded = hyper::upgrade::on(&mut response)
             .await
             .map_err(hyper_error)?;
-        let io = MaybeTlsStream::Http2(Box::new(H2Stream::new(upgraded, self.peer, self.url.tls)));
+        let io = Transport::Http2(Box::new(H2Stream::new(upgraded, self.peer, self.url.tls)));
         let ws = WebSocketStream::from_negotiated(
             io,
             Role::Client,

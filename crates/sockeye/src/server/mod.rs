@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::stream::ServerStream;
-use crate::transport::MaybeTlsStream;
+use crate::transport::Transport;
 
 /// A WebSocket server: a TCP listener whose connections are upgraded and handed to a handler.
 ///
@@ -443,7 +443,7 @@ async fn upgrade(
 ) -> Result<(ServerStream, Request<()>), Error> {
     let io = match tls {
         Some(tls) => accept_tls(tcp, config, tls).await?,
-        None => MaybeTlsStream::Plain(tcp),
+        None => Transport::Plain(tcp),
     };
     accept_hooked(io, config.clone(), hooks, Some(peer)).await
 }
@@ -454,7 +454,7 @@ async fn accept_tls(
     tcp: TcpStream,
     config: &WebSocketConfig,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
+) -> Result<Transport<TcpStream>, Error> {
     tokio::time::timeout(config.handshake_timeout, crate::tls::accept(tcp, tls))
         .await
         .map_err(|_| Error::HandshakeTimeout)?
@@ -465,7 +465,7 @@ async fn accept_tls(
     _tcp: TcpStream,
     _config: &WebSocketConfig,
     tls: NoTls,
-) -> Result<MaybeTlsStream<TcpStream>, Error> {
+) -> Result<Transport<TcpStream>, Error> {
     match tls {}
 }
 
@@ -475,7 +475,7 @@ enum Opened {
     WebSocket(Box<ServerStream>, Request<()>),
     /// An HTTP/2 connection (ALPN `h2`, or the h2c preface), to serve with `h2`.
     #[cfg(feature = "http2")]
-    Http2(MaybeTlsStream<TcpStream>),
+    Http2(Transport<TcpStream>),
 }
 
 /// TLS (when configured) and then, when `http2` is on and the client chose HTTP/2, the HTTP/2
@@ -495,9 +495,9 @@ async fn open(
             Some(tls) => accept_tls(tcp, config, tls).await?,
             None => {
                 if crate::http2::is_h2c(&tcp, config.handshake_timeout).await {
-                    return Ok(Opened::Http2(MaybeTlsStream::Plain(tcp)));
+                    return Ok(Opened::Http2(Transport::Plain(tcp)));
                 }
-                MaybeTlsStream::Plain(tcp)
+                Transport::Plain(tcp)
             }
         };
         if io.alpn_protocol() == Some(b"h2") {

@@ -28,7 +28,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, LocalClose};
 use crate::rng::OsMaskSource;
-use crate::transport::MaybeTlsStream;
+use crate::transport::Transport;
 
 /// Wakes both the task reading and the task writing: the transport keeps one waker per
 /// direction, and either half may be the one that polled it last. `read` holds the waker of the
@@ -1011,11 +1011,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
 }
 
 /// The transport of client connections: TCP, or TLS over TCP for `wss://`.
-pub type ClientStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub type ClientStream = WebSocketStream<Transport<tokio::net::TcpStream>>;
 
 /// The connections a [`Server`](crate::Server) hands out: TCP, or TLS over TCP when the server
 /// has a certificate.
-pub type ServerStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub type ServerStream = WebSocketStream<Transport<tokio::net::TcpStream>>;
 
 #[cfg(test)]
 mod tests {

@@ -10,10 +10,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 #[cfg(doc)]
-use crate::transport::MaybeTlsStream;
+use crate::transport::Transport;
 
 /// One stream of an HTTP/2 connection carrying a WebSocket: the transport of
-/// [`MaybeTlsStream::Http2`]. Reading yields the stream's DATA; writing sends DATA within
+/// [`Transport::Http2`]. Reading yields the stream's DATA; writing sends DATA within
 /// HTTP/2 flow control; shutting down ends the stream (END_STREAM).
 #[derive(Debug)]
 pub struct H2Stream {

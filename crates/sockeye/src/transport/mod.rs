@@ -1,7 +1,7 @@
-//! [`MaybeTlsStream`]: the transport of connections sockeye opens or accepts itself.
+//! [`Transport`]: the transport of connections sockeye opens or accepts itself.
 //!
 //! With the `http2` feature a connection may also be one stream of an HTTP/2 connection
-//! ([`MaybeTlsStream::Http2`], RFC 8441), so that servers and clients hand out one
+//! ([`Transport::Http2`], RFC 8441), so that servers and clients hand out one
 //! WebSocket type whichever HTTP version carried the handshake.
 
 #[cfg(feature = "http2")]
@@ -18,10 +18,11 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A transport that is plain TCP or TLS over it.
+/// The transport of a connection sockeye opened or accepted itself: plain TCP, TLS over it, or
+/// (feature `http2`) one stream of an HTTP/2 connection.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum MaybeTlsStream<S> {
+pub enum Transport<S> {
     /// Unencrypted (`ws://`).
     Plain(S),
     /// TLS, client side (`wss://`).
@@ -36,7 +37,7 @@ pub enum MaybeTlsStream<S> {
     Http2(Box<H2Stream>),
 }
 
-impl<S> MaybeTlsStream<S> {
+impl<S> Transport<S> {
     /// Whether the transport is encrypted.
     pub fn is_tls(&self) -> bool {
         match self {
@@ -86,7 +87,7 @@ impl<S> MaybeTlsStream<S> {
     }
 }
 
-impl MaybeTlsStream<tokio::net::TcpStream> {
+impl Transport<tokio::net::TcpStream> {
     /// The peer's address: of the TCP connection, or of the HTTP/2 connection carrying the
     /// stream.
     ///
@@ -110,18 +111,18 @@ impl MaybeTlsStream<tokio::net::TcpStream> {
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            MaybeTlsStream::Plain($s) => $e,
+            Transport::Plain($s) => $e,
             #[cfg(feature = "rustls")]
-            MaybeTlsStream::ClientTls($s) => $e,
+            Transport::ClientTls($s) => $e,
             #[cfg(feature = "rustls")]
-            MaybeTlsStream::ServerTls($s) => $e,
+            Transport::ServerTls($s) => $e,
             #[cfg(feature = "http2")]
-            MaybeTlsStream::Http2($s) => $e,
+            Transport::Http2($s) => $e,
         }
     };
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Transport<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -131,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Transport<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -182,7 +183,7 @@ pub(crate) async fn connect_tls(
     host: &str,
     config: &crate::WebSocketConfig,
     alpn: &[&[u8]],
-) -> Result<MaybeTlsStream<tokio::net::TcpStream>, crate::Error> {
+) -> Result<Transport<tokio::net::TcpStream>, crate::Error> {
     #[cfg(feature = "rustls")]
     {
         let (tls, name) = tls::client_session(config.tls_client.as_ref(), host, alpn)?;

@@ -17,7 +17,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::error::Error;
 
-use crate::transport::MaybeTlsStream;
+use crate::transport::Transport;
 /// The rustls crate sockeye is built with, to name `ClientConfig` and `ServerConfig`.
 pub use tokio_rustls::rustls;
 
@@ -150,12 +150,12 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     name: ServerName<'static>,
     config: Arc<ClientConfig>,
-) -> Result<MaybeTlsStream<S>, Error> {
+) -> Result<Transport<S>, Error> {
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, io)
         .await
         .map_err(handshake_error)?;
-    Ok(MaybeTlsStream::ClientTls(Box::new(stream)))
+    Ok(Transport::ClientTls(Box::new(stream)))
 }
 
 /// A failed TLS handshake: the rustls error (which names the reason, e.g. `UnknownIssuer`)
@@ -174,10 +174,10 @@ pub(crate) fn handshake_error(e: std::io::Error) -> Error {
 pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     config: Arc<ServerConfig>,
-) -> Result<MaybeTlsStream<S>, Error> {
+) -> Result<Transport<S>, Error> {
     let stream = tokio_rustls::TlsAcceptor::from(config)
         .accept(io)
         .await
         .map_err(handshake_error)?;
-    Ok(MaybeTlsStream::ServerTls(Box::new(stream)))
+    Ok(Transport::ServerTls(Box::new(stream)))
 }

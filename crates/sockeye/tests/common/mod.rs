@@ -40,8 +40,8 @@ pub fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
 pub async fn tcp_pair(
     config: WebSocketConfig,
 ) -> (
-    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
-    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    WebSocketStream<sockeye::Transport<TcpStream>>,
+    WebSocketStream<sockeye::Transport<TcpStream>>,
 ) {
     let server = Server::bind("127.0.0.1:0")
         .await
@@ -536,7 +536,7 @@ impl Serving {
 /// Binds `server` (already configured) to a task that serves `handler` until signalled.
 pub fn serve_in_background<H, F>(server: Server, handler: H) -> Serving
 where
-    H: Fn(WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>, sockeye::http::Request<()>) -> F
+    H: Fn(WebSocketStream<sockeye::Transport<TcpStream>>, sockeye::http::Request<()>) -> F
         + Send
         + Sync
         + 'static,
@@ -638,8 +638,8 @@ pub async fn tcp_pair_with(
     client_config: WebSocketConfig,
     server_config: WebSocketConfig,
 ) -> (
-    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
-    WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    WebSocketStream<sockeye::Transport<TcpStream>>,
+    WebSocketStream<sockeye::Transport<TcpStream>>,
 ) {
     let server = Server::bind("127.0.0.1:0")
         .await
@@ -957,7 +957,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// An echo handler for [`serve_in_background`]: echoes data messages until the stream ends.
 pub async fn echo_handler(
-    mut ws: WebSocketStream<sockeye::MaybeTlsStream<TcpStream>>,
+    mut ws: WebSocketStream<sockeye::Transport<TcpStream>>,
     _request: sockeye::http::Request<()>,
 ) {
     while let Some(Ok(message)) = ws.next().await {
