@@ -207,10 +207,8 @@ impl Outgoing {
         self.reclaim();
     }
 
-    /// Frees written bytes: the whole buffer once everything is written (its allocation too when
-    /// a large message passed through), else the written front once it is at least half of the
-    /// buffer (each byte is moved at most once for every byte written, and a writer that never
-    /// catches up does not grow the buffer without bound).
+    /// Empties the buffer once everything is written (freeing it when a large message passed
+    /// through), and notes whether the writes so far stopped inside the queue.
     fn reclaim(&mut self) {
         if self.pos == self.buf.len() && self.shared.is_none() {
             self.partly_written = false;
@@ -222,14 +220,21 @@ impl Outgoing {
             }
             return;
         }
-        self.partly_written = self.pos != 0
-            || self.partly_written
+        self.partly_written = self.partly_written
+            || self.pos != 0
             || self
                 .shared
                 .as_deref()
                 .is_some_and(|queue| queue.written != 0);
-        if self.pos != 0 && self.pos * 2 >= self.buf.len() {
-            let pos = self.pos;
+    }
+
+    /// Makes room for `additional` more bytes. The written front is moved out first when it is
+    /// at least as long as the rest: each byte moved is paid for by a byte written, and a writer
+    /// that never catches up does not grow the buffer without bound. (Only here, not after each
+    /// write: a large frame drained in many writes is not moved at all.)
+    fn reserve(&mut self, additional: usize) {
+        let pos = self.pos;
+        if pos != 0 && pos >= self.buf.len() - pos {
             self.buf.drain(..pos);
             self.pos = 0;
             if let Some(queue) = self.shared.as_deref_mut() {
@@ -238,6 +243,7 @@ impl Outgoing {
                 }
             }
         }
+        self.buf.reserve(additional);
     }
 
     /// Appends everything queued to `out`, shared payloads copied in place; false when nothing
@@ -329,7 +335,7 @@ impl Outgoing {
         if let Some(masks) = &mut self.masks {
             header.mask = Some(masks.next_mask());
         }
-        self.buf.reserve(header.encoded_len() + payload.len());
+        self.reserve(header.encoded_len() + payload.len());
         header.encode(&mut self.buf);
         let start = self.buf.len();
         self.buf.extend_from_slice(payload);
@@ -361,7 +367,9 @@ impl Connection {
         if self.out.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        FrameHeader::new(opcode_of(kind), payload.len() as u64).encode(&mut self.out.buf);
+        let header = FrameHeader::new(opcode_of(kind), payload.len() as u64);
+        self.out.reserve(header.encoded_len());
+        header.encode(&mut self.out.buf);
         let position = self.out.buf.len();
         self.out
             .shared
@@ -645,6 +653,21 @@ mod tests {
         wire.extend(drain(&mut conn, 64, usize::MAX).0);
         let _ = plain.poll_transmit(&mut expected);
         assert!(wire == expected, "wire bytes differ");
+    }
+
+    #[test]
+    fn a_writer_that_lags_behind_keeps_a_bounded_buffer() {
+        let mut conn = server();
+        conn.send(DataKind::Binary, &[1; 1000]).unwrap();
+        for _ in 0..10_000 {
+            conn.send(DataKind::Binary, &[2; 100]).unwrap();
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = conn.poll_write_slices(&mut slices);
+            assert_eq!(count, 1);
+            conn.advance_written(102);
+            assert!(conn.out.buf.len() <= 4096, "{} bytes", conn.out.buf.len());
+        }
+        assert_eq!(conn.buffered_amount(), 1004);
     }
 
     /// How many slices `conn` hands out, and the first byte of the first.
