@@ -10,7 +10,10 @@
 //!    end of stream to [`handle_eof`](Connection::handle_eof).
 //! 2. After every `handle_*`, [`send`](Connection::send) or [`close`](Connection::close), call
 //!    [`poll_transmit`](Connection::poll_transmit) until it returns [`Transmit::Idle`] and write
-//!    what it gave; on [`Transmit::Shutdown`] shut the transport's write side down.
+//!    what it gave; on [`Transmit::Shutdown`] shut the transport's write side down. A runtime
+//!    that writes without copying uses [`poll_write_slices`](Connection::poll_write_slices),
+//!    [`advance_written`](Connection::advance_written) and
+//!    [`take_shutdown`](Connection::take_shutdown) instead: the same queue.
 //! 3. Drain [`poll_event`](Connection::poll_event), then call `poll_transmit` again: a
 //!    violation found behind complete messages queues its close frame only once those messages
 //!    are taken (so replies to them go out first).
@@ -24,7 +27,7 @@
 //! - `recv.rs`: the [`Receiver`]: frame headers, payloads, reassembly, the input
 //!   budget, inflating and UTF-8 checking (§5.2–§5.4, §8.1, RFC 7692).
 //! - `send.rs`: the [`Outgoing`] queue: frames, masking, deflating, pongs owed
-//!   and shared payloads (§5.1–§5.5).
+//!   and shared payloads (§5.1–§5.5), the one queue of outgoing bytes, written straight from.
 //! - `closing.rs`: the close handshake as one [`Closing`] state, failing the
 //!   connection and its end (§5.5.1, §7).
 
