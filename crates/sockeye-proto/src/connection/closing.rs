@@ -106,17 +106,24 @@ impl Connection {
     }
 
     /// Ends the connection now for a local reason (keepalive timeout, slow consumer, shutdown
-    /// deadline): output not yet taken by [`poll_transmit`](Self::poll_transmit) is discarded, a
-    /// close frame with `code` is queued unless one was sent, and [`Event::Closed`] (not clean,
-    /// initiator [`Initiator::Library`]) follows. Does nothing once closed.
+    /// deadline): output not yet written (taken by [`poll_transmit`](Self::poll_transmit) or
+    /// reported with [`advance_written`](Self::advance_written)) is discarded, a close frame
+    /// with `code` is queued unless one was sent or the writes so far stopped inside the queued
+    /// output (a frame may be cut: anything after it would be read as its payload), and
+    /// [`Event::Closed`] (not clean, initiator [`Initiator::Library`]) follows; the transport's
+    /// write side is still shut down. Does nothing once closed.
     pub fn abort(&mut self, code: CloseCode, reason: &str) {
         if self.closing.is_closed() {
             return;
         }
         self.deferred = None;
         self.recv.stashed = Vec::new();
+        // A frame cut in the middle by the writes so far would swallow a close frame sent
+        // after it (read as the rest of its payload): then nothing more is sent, and the peer
+        // sees the transport end instead of a corrupt stream.
+        let cut = self.out.partly_written();
         self.out.clear();
-        if !self.closing.close_sent() && code.is_sendable() {
+        if !cut && !self.closing.close_sent() && code.is_sendable() {
             self.out.write_close(Some(code), reason);
         }
         self.finish(code, reason.to_owned(), Initiator::Library, false, None);

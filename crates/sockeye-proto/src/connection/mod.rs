@@ -10,7 +10,10 @@
 //!    end of stream to [`handle_eof`](Connection::handle_eof).
 //! 2. After every `handle_*`, [`send`](Connection::send) or [`close`](Connection::close), call
 //!    [`poll_transmit`](Connection::poll_transmit) until it returns [`Transmit::Idle`] and write
-//!    what it gave; on [`Transmit::Shutdown`] shut the transport's write side down.
+//!    what it gave; on [`Transmit::Shutdown`] shut the transport's write side down. A runtime
+//!    that writes without copying uses [`poll_write_slices`](Connection::poll_write_slices),
+//!    [`advance_written`](Connection::advance_written) and
+//!    [`take_shutdown`](Connection::take_shutdown) instead: the same queue.
 //! 3. Drain [`poll_event`](Connection::poll_event), then call `poll_transmit` again: a
 //!    violation found behind complete messages queues its close frame only once those messages
 //!    are taken (so replies to them go out first).
@@ -24,7 +27,7 @@
 //! - `recv.rs`: the [`Receiver`]: frame headers, payloads, reassembly, the input
 //!   budget, inflating and UTF-8 checking (§5.2–§5.4, §8.1, RFC 7692).
 //! - `send.rs`: the [`Outgoing`] queue: frames, masking, deflating, pongs owed
-//!   and shared payloads (§5.1–§5.5).
+//!   and shared payloads (§5.1–§5.5), the one queue of outgoing bytes, written straight from.
 //! - `closing.rs`: the close handshake as one [`Closing`] state, failing the
 //!   connection and its end (§5.5.1, §7).
 
@@ -34,8 +37,7 @@ mod send;
 
 use std::collections::VecDeque;
 use std::fmt;
-
-use bytes::Bytes;
+use std::io::IoSlice;
 
 use crate::close_code::CloseCode;
 use crate::config::Config;
@@ -159,7 +161,7 @@ impl fmt::Debug for Connection {
             .field("role", &self.role)
             .field("state", &self.state())
             .field("read", &self.recv.read)
-            .field("buffered_out", &self.out.buf.len())
+            .field("buffered_out", &self.out.buffered_amount())
             .finish_non_exhaustive()
     }
 }
@@ -227,7 +229,8 @@ impl Connection {
         self.closing.state()
     }
 
-    /// Bytes queued for the transport and not yet taken by [`poll_transmit`](Self::poll_transmit).
+    /// Bytes queued for the transport: not yet taken by [`poll_transmit`](Self::poll_transmit)
+    /// or reported written with [`advance_written`](Self::advance_written).
     pub fn buffered_amount(&self) -> usize {
         self.out.buffered_amount()
     }
@@ -336,8 +339,9 @@ impl Connection {
         event
     }
 
-    /// Appends bytes to write to `out`. Call after every input or command until it returns
-    /// [`Transmit::Idle`].
+    /// Appends bytes to write to `out` (a copy of everything queued, taken from the queue that
+    /// [`poll_write_slices`](Self::poll_write_slices) hands out without copying). Call after
+    /// every input or command until it returns [`Transmit::Idle`].
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Transmit {
         if self.out.transmit(out) {
             return Transmit::Bytes;
@@ -348,35 +352,50 @@ impl Connection {
         Transmit::Idle
     }
 
-    /// Like [`poll_transmit`](Self::poll_transmit), but payloads queued by
-    /// [`send_shared`](Self::send_shared) are handed out as they are instead of being copied
-    /// into `out`: each is added to `shared` as `(position, payload)`, meaning that `payload`
-    /// goes on the wire after `out[..position]` and before `out[position..]` (positions index
-    /// `out` as it is on return, in increasing order). Meant for vectored writes.
+    /// The queued output as slices in wire order, for the transport to write without a copy
+    /// (a vectored write takes them all, a plain write the first): buffer ranges holding
+    /// encoded frames, and payloads queued by [`send_shared`](Self::send_shared) as they were
+    /// given. Fills as many of `dst` as are needed or fit and returns how many; 0 when nothing
+    /// is queued (then see [`take_shutdown`](Self::take_shutdown)). Tell the connection what
+    /// the transport took with [`advance_written`](Self::advance_written). Output queued after
+    /// this call follows the slices given; [`poll_transmit`](Self::poll_transmit) takes from the
+    /// same queue.
     ///
     /// ```
+    /// use std::io::IoSlice;
+    ///
     /// use bytes::Bytes;
-    /// use sockeye_proto::{Config, Connection, DataKind, Role, Transmit, SHARE_THRESHOLD};
+    /// use sockeye_proto::{Config, Connection, DataKind, Role, SHARE_THRESHOLD};
     ///
     /// let mut server = Connection::new(Role::Server, Config::default(), Box::new(|| [0u8; 4]));
     /// let payload = Bytes::from(vec![7u8; SHARE_THRESHOLD]);
     /// server.send_shared(DataKind::Binary, payload.clone()).unwrap();
     /// server.ping(b"p").unwrap();
-    /// let (mut out, mut shared) = (Vec::new(), Vec::new());
-    /// assert_eq!(server.poll_transmit_segments(&mut out, &mut shared), Transmit::Bytes);
+    /// let mut slices = [IoSlice::new(&[]); 8];
     /// // Header (4 bytes: 16-bit length), then the payload itself, then the ping.
-    /// assert_eq!(out, [0x82, 126, 0x40, 0x00, 0x89, 1, b'p']);
-    /// assert_eq!(shared, [(4, payload)]);
+    /// assert_eq!(server.poll_write_slices(&mut slices), 3);
+    /// assert_eq!(&*slices[0], [0x82, 126, 0x40, 0x00]);
+    /// assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+    /// assert_eq!(&*slices[2], [0x89, 1, b'p']);
+    /// // The transport took the header and half of the payload.
+    /// server.advance_written(4 + SHARE_THRESHOLD / 2);
+    /// assert_eq!(server.buffered_amount(), SHARE_THRESHOLD / 2 + 3);
     /// ```
-    pub fn poll_transmit_segments(
-        &mut self,
-        out: &mut Vec<u8>,
-        shared: &mut impl Extend<(usize, Bytes)>,
-    ) -> Transmit {
-        if self.out.transmit_segments(out, shared) {
-            return Transmit::Bytes;
-        }
-        self.poll_transmit(out)
+    pub fn poll_write_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out.slices(dst)
+    }
+
+    /// Records that the transport took the next `n` bytes of the slices from
+    /// [`poll_write_slices`](Self::poll_write_slices).
+    pub fn advance_written(&mut self, n: usize) {
+        self.out.advance(n);
+    }
+
+    /// True once, when everything queued is written and the transport's write side is to be
+    /// shut down: [`Transmit::Shutdown`] for callers of
+    /// [`poll_write_slices`](Self::poll_write_slices).
+    pub fn take_shutdown(&mut self) -> bool {
+        self.out.is_empty() && self.closing.take_shutdown()
     }
 }
 

@@ -42,7 +42,7 @@
 //! timeout on the socket (through [`WebSocket::get_ref`]) to bound a read: it then fails with
 //! [`Error::Io`] of kind `WouldBlock` or `TimedOut` and the connection stays usable.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ use sockeye_proto::handshake::{
     ClientHandshake, ClientRequest, Incoming, Negotiated, Outcome, Redirects, ServerHandshake,
 };
 use sockeye_proto::{
-    CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State, Transmit,
+    CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State,
 };
 
 use crate::browser::ReadyState;
@@ -60,6 +60,7 @@ use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::rng::{nonce, OsMaskSource};
 use crate::server::{upgrade_or_end, Ending, Hooks, Upgrade};
+use crate::stream::MAX_WRITE_SLICES;
 
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
 /// bound the handshake and the close handshake) and a half-close (to end the connection).
@@ -247,8 +248,6 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     config: WebSocketConfig,
-    write_buf: Vec<u8>,
-    write_pos: usize,
     needs_flush: bool,
     read_buf: Vec<u8>,
     /// The transport failed; nothing more is read or written.
@@ -260,14 +259,10 @@ pub struct WebSocket<S> {
     protocol: Option<String>,
 }
 
-/// Write buffers larger than this are freed once written.
-const KEEP_WRITE_BUFFER: usize = 64 << 10;
-
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
             .field("conn", &self.conn)
-            .field("queued", &(self.write_buf.len() - self.write_pos))
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
@@ -309,8 +304,6 @@ impl<S: Socket> WebSocket<S> {
             io,
             conn,
             config,
-            write_buf: Vec::new(),
-            write_pos: 0,
             needs_flush: false,
             read_buf: Vec::new(),
             io_failed: false,
@@ -353,39 +346,36 @@ impl<S: Socket> WebSocket<S> {
             return Err(Error::Io(io::ErrorKind::BrokenPipe.into()));
         }
         loop {
-            if self.write_pos == self.write_buf.len() {
-                self.write_buf.clear();
-                self.write_pos = 0;
-                if self.write_buf.capacity() > KEEP_WRITE_BUFFER {
-                    // A large message passed through: do not keep its buffer while idle.
-                    self.write_buf = Vec::new();
-                }
-                match self.conn.poll_transmit(&mut self.write_buf) {
-                    Transmit::Idle => {
-                        if self.needs_flush {
-                            if let Err(e) = self.io.flush() {
-                                return Err(self.write_failed(e));
-                            }
-                            self.needs_flush = false;
-                        }
-                        return Ok(());
+            // Written straight from the connection's queue, large shared payloads uncopied.
+            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+            let count = self.conn.poll_write_slices(&mut slices);
+            if count == 0 {
+                if self.conn.take_shutdown() {
+                    // The close handshake is over; a peer that already went away makes the
+                    // half-close fail, which changes nothing.
+                    if let Err(e) = self.io.shutdown_write() {
+                        tracing::debug!(error = %e, "shutdown failed");
                     }
-                    Transmit::Bytes => {}
-                    Transmit::Shutdown => {
-                        // The close handshake is over; a peer that already went away makes
-                        // the half-close fail, which changes nothing.
-                        if let Err(e) = self.io.shutdown_write() {
-                            tracing::debug!(error = %e, "shutdown failed");
-                        }
-                        self.needs_flush = false;
-                    }
+                    self.needs_flush = false;
+                    continue;
                 }
-                continue;
+                if self.needs_flush {
+                    if let Err(e) = self.io.flush() {
+                        return Err(self.write_failed(e));
+                    }
+                    self.needs_flush = false;
+                }
+                return Ok(());
             }
-            match self.io.write(&self.write_buf[self.write_pos..]) {
+            let written = if count > 1 {
+                self.io.write_vectored(&slices[..count])
+            } else {
+                self.io.write(&slices[0])
+            };
+            match written {
                 Ok(0) => return Err(self.write_failed(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
-                    self.write_pos += n;
+                    self.conn.advance_written(n);
                     self.needs_flush = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -601,7 +591,7 @@ impl<S> WebSocket<S> {
     /// Bytes accepted by [`send`](Self::send) and not yet written to the transport (after a
     /// write timeout, for instance).
     pub fn buffered_amount(&self) -> usize {
-        self.conn.buffered_amount() + self.write_buf.len() - self.write_pos
+        self.conn.buffered_amount()
     }
 
     /// How the connection ended, once [`read`](Self::read) or [`close`](Self::close) saw the

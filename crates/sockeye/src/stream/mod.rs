@@ -1,7 +1,6 @@
 //! [`WebSocketStream`]: a [`Connection`] driven over an async transport. The only code that
 //! reads from or writes to the socket.
 
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future as _};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -9,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
-use bytes::Bytes;
 use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -19,7 +17,6 @@ use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::Negotiated;
 use sockeye_proto::{
     CloseCode, Closed, Connection, DataKind, Event, MaskSource, Message, Role, SendError, State,
-    Transmit,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -99,11 +96,6 @@ pub struct WebSocketStream<S> {
     /// Boxed, like the close state below: a stream lives inline in its task's future, often
     /// more than once, so rarely used parts stay out of it.
     config: Box<WebSocketConfig>,
-    write_buf: Vec<u8>,
-    write_pos: usize,
-    /// Large payloads the connection handed out without a copy, while any are queued (boxed:
-    /// an idle stream holds none).
-    write_shared: Option<Box<SharedQueue>>,
     needs_flush: bool,
     shutdown_pending: bool,
     /// The `Closed` event, once seen; the stream has ended.
@@ -121,29 +113,6 @@ pub struct WebSocketStream<S> {
     aborted: Option<LocalClose>,
     /// The subprotocol agreed in the handshake.
     protocol: Option<Box<str>>,
-}
-
-/// Large payloads from [`Connection::poll_transmit_segments`]: each goes on the wire after
-/// `write_buf[..position]`; written in order with `write_buf` by vectored writes.
-#[derive(Default)]
-struct SharedQueue {
-    segments: VecDeque<(usize, Bytes)>,
-    /// Bytes of the first segment already written (when its position is `write_pos`).
-    written: usize,
-}
-
-/// Collects the shared payloads of one transmit, creating the queue only when there is one.
-struct SharedSink<'a>(&'a mut Option<Box<SharedQueue>>);
-
-impl Extend<(usize, Bytes)> for SharedSink<'_> {
-    fn extend<I: IntoIterator<Item = (usize, Bytes)>>(&mut self, segments: I) {
-        for segment in segments {
-            self.0
-                .get_or_insert_with(Box::default)
-                .segments
-                .push_back(segment);
-        }
-    }
 }
 
 /// Keepalive, idle and write timers, and the server's shutdown signal.
@@ -173,10 +142,7 @@ thread_local! {
 
 /// Most slices given to one vectored write (Linux's `IOV_MAX` is 1,024; a burst of large
 /// messages beyond this goes out in several writes).
-const MAX_WRITE_SLICES: usize = 64;
-
-/// Write buffers larger than this are freed once written.
-const KEEP_WRITE_BUFFER: usize = 64 << 10;
+pub(crate) const MAX_WRITE_SLICES: usize = 64;
 
 /// Payload of keepalive pings.
 const KEEPALIVE_PAYLOAD: &[u8] = b"sockeye-keepalive";
@@ -185,23 +151,7 @@ impl<S> std::fmt::Debug for WebSocketStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocketStream")
             .field("conn", &self.conn)
-            .field("queued", &self.queued_len())
             .finish_non_exhaustive()
-    }
-}
-
-impl<S> WebSocketStream<S> {
-    /// Bytes taken from the connection and not yet written.
-    fn queued_len(&self) -> usize {
-        self.write_buf.len() - self.write_pos
-            + self.write_shared.as_ref().map_or(0, |queue| {
-                queue
-                    .segments
-                    .iter()
-                    .map(|(_, payload)| payload.len())
-                    .sum::<usize>()
-                    - queue.written
-            })
     }
 }
 
@@ -261,9 +211,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             io,
             conn,
             config: Box::new(config),
-            write_buf: Vec::new(),
-            write_pos: 0,
-            write_shared: None,
             needs_flush: false,
             shutdown_pending: false,
             closed: None,
@@ -337,7 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Bytes accepted by `send` and not yet written to the transport.
     pub fn buffered_amount(&self) -> usize {
-        self.conn.buffered_amount() + self.queued_len()
+        self.conn.buffered_amount()
     }
 
     /// The extensions in force, as the `Sec-WebSocket-Extensions` value agreed in the handshake
@@ -512,41 +459,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         }
     }
 
+    /// Writes the connection's queue straight from it: several frames in one write, large
+    /// shared payloads with their headers in one vectored write when the transport supports
+    /// it, else the next contiguous piece.
     fn poll_drain_io(&mut self) -> Poll<io::Result<()>> {
         loop {
             let mut proxy_cx = Context::from_waker(&self.proxy);
-            if self.write_pos == self.write_buf.len() && self.write_shared.is_none() {
-                self.write_buf.clear();
-                self.write_pos = 0;
-                if self.write_buf.capacity() > KEEP_WRITE_BUFFER {
-                    // A large message passed through: do not keep its buffer while idle.
-                    self.write_buf = Vec::new();
+            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+            let count = self.conn.poll_write_slices(&mut slices);
+            if count == 0 {
+                if self.conn.take_shutdown() {
+                    self.shutdown_pending = true;
                 }
-                match self.conn.poll_transmit_segments(
-                    &mut self.write_buf,
-                    &mut SharedSink(&mut self.write_shared),
-                ) {
-                    Transmit::Idle if self.shutdown_pending => {
-                        ready!(Pin::new(&mut self.io).poll_shutdown(&mut proxy_cx))?;
-                        self.shutdown_pending = false;
-                        self.needs_flush = false;
-                    }
-                    Transmit::Idle => {
-                        if self.needs_flush {
-                            ready!(Pin::new(&mut self.io).poll_flush(&mut proxy_cx))?;
-                            self.needs_flush = false;
-                        }
-                        return Poll::Ready(Ok(()));
-                    }
-                    Transmit::Bytes => {}
-                    Transmit::Shutdown => self.shutdown_pending = true,
+                if self.shutdown_pending {
+                    ready!(Pin::new(&mut self.io).poll_shutdown(&mut proxy_cx))?;
+                    self.shutdown_pending = false;
+                    self.needs_flush = false;
+                    continue;
                 }
-                continue;
+                if self.needs_flush {
+                    ready!(Pin::new(&mut self.io).poll_flush(&mut proxy_cx))?;
+                    self.needs_flush = false;
+                }
+                return Poll::Ready(Ok(()));
             }
-            let written = if self.write_shared.is_none() {
-                Pin::new(&mut self.io).poll_write(&mut proxy_cx, &self.write_buf[self.write_pos..])
+            let written = if count > 1 && self.io.is_write_vectored() {
+                Pin::new(&mut self.io).poll_write_vectored(&mut proxy_cx, &slices[..count])
             } else {
-                self.poll_write_segments()
+                Pin::new(&mut self.io).poll_write(&mut proxy_cx, &slices[0])
             };
             let n = match written {
                 Poll::Ready(result) => result?,
@@ -559,87 +499,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.advance(n);
+            self.conn.advance_written(n);
             self.needs_flush = true;
-        }
-    }
-
-    /// Writes the queued bytes and shared payloads in order: with one vectored write when the
-    /// transport supports it, else the next contiguous piece.
-    fn poll_write_segments(&mut self) -> Poll<io::Result<usize>> {
-        let mut cx = Context::from_waker(&self.proxy);
-        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-        let mut count = 0;
-        let mut pos = self.write_pos;
-        let Some(queue) = self.write_shared.as_deref() else {
-            return Poll::Ready(Ok(0));
-        };
-        let mut skip = queue.written;
-        // Whether every payload got a slice: only then may the rest of the buffer follow (it
-        // holds the headers and frames that go after the payloads left out).
-        let mut all = true;
-        for (position, payload) in &queue.segments {
-            if count + 2 > MAX_WRITE_SLICES {
-                all = false;
-                break;
-            }
-            if *position > pos {
-                slices[count] = IoSlice::new(&self.write_buf[pos..*position]);
-                count += 1;
-                pos = *position;
-            }
-            slices[count] = IoSlice::new(&payload[skip..]);
-            count += 1;
-            skip = 0;
-        }
-        if all && count < MAX_WRITE_SLICES && pos < self.write_buf.len() {
-            slices[count] = IoSlice::new(&self.write_buf[pos..]);
-            count += 1;
-        }
-        if self.io.is_write_vectored() {
-            Pin::new(&mut self.io).poll_write_vectored(&mut cx, &slices[..count])
-        } else {
-            Pin::new(&mut self.io).poll_write(&mut cx, &slices[0])
-        }
-    }
-
-    /// Records that `n` more bytes of the queue (buffer and shared payloads, in order) were
-    /// written.
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let front = self.write_shared.as_deref().and_then(|queue| {
-                queue
-                    .segments
-                    .front()
-                    .map(|(p, b)| (*p, b.len(), queue.written))
-            });
-            match front {
-                Some((position, len, written)) if position == self.write_pos => {
-                    let Some(queue) = self.write_shared.as_deref_mut() else {
-                        return;
-                    };
-                    if n < len - written {
-                        queue.written += n;
-                        return;
-                    }
-                    n -= len - written;
-                    queue.written = 0;
-                    queue.segments.pop_front();
-                    if queue.segments.is_empty() {
-                        self.write_shared = None;
-                    }
-                }
-                next => {
-                    let end = next.map_or(self.write_buf.len(), |(position, _, _)| position);
-                    let take = n.min(end - self.write_pos);
-                    self.write_pos += take;
-                    n -= take;
-                    if take == 0 {
-                        // A transport that reports more than it was given: nothing to advance.
-                        return;
-                    }
-                }
-            }
         }
     }
 
@@ -867,22 +728,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     fn abort(&mut self, reason: LocalClose) {
         tracing::debug!(?reason, "aborting connection");
         self.aborted = Some(reason);
-        // `write_buf` holds whole frames from `poll_transmit`, so a write position inside it is
-        // (as far as we can tell) inside a frame. Anything written after that would be read by
-        // the peer as the rest of the frame's payload: the close frame is dropped too, and the
-        // peer sees the transport end (1006) instead of a corrupt stream.
-        let started =
-            self.write_pos != 0 || self.write_shared.as_ref().is_some_and(|q| q.written != 0);
-        let mid_frame = started && self.queued_len() != 0;
-        self.write_buf.clear();
-        self.write_pos = 0;
-        self.write_shared = None;
+        // The connection drops its queue; it sends no close frame when a frame is partly
+        // written (the peer would read it as the rest of that frame).
         self.conn.abort(reason.close_code(), reason.reason());
-        if mid_frame && self.conn.buffered_amount() > 0 {
-            // Takes the close frame only (`Transmit::Bytes`); the shutdown still follows.
-            let mut dropped = Vec::new();
-            let _ = self.conn.poll_transmit(&mut dropped);
-        }
     }
 
     /// Runs the shutdown signal and the keepalive, idle and write timers (registered with the
@@ -1026,10 +874,10 @@ mod tests {
     #[test]
     fn stream_stays_small() {
         let size = std::mem::size_of::<WebSocketStream<tokio::net::TcpStream>>();
-        // 656 bytes on x86_64 Linux with Rust 1.95 (1,048 with the settings and close state inline;
-        // the shared-payload queues of the stream and the connection are boxed, the subprotocol
-        // is a `Box<str>`).
-        assert!(size <= 656, "WebSocketStream<TcpStream> is {size} bytes");
+        // 624 bytes on x86_64 Linux with Rust 1.95 (656 with a second write queue in the stream,
+        // 1,048 with the settings and close state inline; the connection's shared-payload queue
+        // is boxed, the subprotocol is a `Box<str>`).
+        assert!(size <= 624, "WebSocketStream<TcpStream> is {size} bytes");
     }
 
     /// A server's mask source is a zero-sized stand-in (RFC 6455 §5.1: servers never mask); its
