@@ -110,7 +110,13 @@ async fn raw_connection(
     };
     let receiver = async {
         let mut echoed = 0;
-        while let Ok(read) = tokio::time::timeout_at(until, read_frame(&mut reader)).await {
+        // The deadline is checked before each read, not only by the timeout: a timeout polls
+        // its future first, so while echoes kept arriving the loop read on past `until`, into
+        // the server's answer to the close sent at `until` and its end of stream.
+        while tokio::time::Instant::now() < until {
+            let Ok(read) = tokio::time::timeout_at(until, read_frame(&mut reader)).await else {
+                break;
+            };
             let (opcode, len) = read.expect("read frame");
             if opcode != 0x2 {
                 continue; // a keepalive ping; nothing else is expected
