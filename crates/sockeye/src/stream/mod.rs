@@ -30,7 +30,8 @@ use crate::transport::Transport;
 /// Wakes both the task reading and the task writing: the transport keeps one waker per
 /// direction, and either half may be the one that polled it last. `read` holds the waker of the
 /// last `poll_next`, `write` that of the last `Sink` poll, `send`, `flush` or `close`; the
-/// transport and the close timer are only ever polled with the proxy, so neither half can
+/// transport and the close timer are only ever polled with `both_halves` (a waker made of
+/// this pair), so neither half can
 /// overwrite the other's waker.
 #[derive(Debug)]
 struct WakerPair {
@@ -64,7 +65,7 @@ impl Wake for WakerPair {
 }
 
 /// The waker the keepalive, idle and write timers and the shutdown signal are polled with:
-/// records that housekeeping is due, then wakes both halves like the proxy.
+/// records that housekeeping is due, then wakes both halves like `both_halves`.
 #[derive(Debug)]
 struct HousekeepingWaker(Arc<WakerPair>);
 
@@ -105,8 +106,9 @@ pub struct WebSocketStream<S> {
     close_timer: Option<Pin<Box<Sleep>>>,
     io_failed: bool,
     wakers: Arc<WakerPair>,
-    proxy: Waker,
-    /// Wakes like `proxy` and marks housekeeping as due; see [`HousekeepingWaker`].
+    /// Wakes both halves ([`WakerPair`]): the waker the transport and the close timer see.
+    both_halves: Waker,
+    /// Wakes like `both_halves` and marks housekeeping as due; see [`HousekeepingWaker`].
     housekeeping_waker: Waker,
     liveness: Liveness,
     /// Why this end aborted the connection, reported when the stream ends.
@@ -205,7 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         };
         let conn = config.connection(role, masks, deflate, leftover);
         let wakers = Arc::new(WakerPair::default());
-        let proxy = Waker::from(wakers.clone());
+        let both_halves = Waker::from(wakers.clone());
         let housekeeping_waker = Waker::from(Arc::new(HousekeepingWaker(wakers.clone())));
         Self {
             io,
@@ -218,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             close_timer: None,
             io_failed: false,
             wakers,
-            proxy,
+            both_halves,
             housekeeping_waker,
             liveness: Liveness {
                 last_read: Instant::now(),
@@ -464,7 +466,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// it, else the next contiguous piece.
     fn poll_drain_io(&mut self) -> Poll<io::Result<()>> {
         loop {
-            let mut proxy_cx = Context::from_waker(&self.proxy);
+            let mut halves_cx = Context::from_waker(&self.both_halves);
             let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
             let count = self.conn.poll_write_slices(&mut slices);
             if count == 0 {
@@ -472,21 +474,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     self.shutdown_pending = true;
                 }
                 if self.shutdown_pending {
-                    ready!(Pin::new(&mut self.io).poll_shutdown(&mut proxy_cx))?;
+                    ready!(Pin::new(&mut self.io).poll_shutdown(&mut halves_cx))?;
                     self.shutdown_pending = false;
                     self.needs_flush = false;
                     continue;
                 }
                 if self.needs_flush {
-                    ready!(Pin::new(&mut self.io).poll_flush(&mut proxy_cx))?;
+                    ready!(Pin::new(&mut self.io).poll_flush(&mut halves_cx))?;
                     self.needs_flush = false;
                 }
                 return Poll::Ready(Ok(()));
             }
             let written = if count > 1 && self.io.is_write_vectored() {
-                Pin::new(&mut self.io).poll_write_vectored(&mut proxy_cx, &slices[..count])
+                Pin::new(&mut self.io).poll_write_vectored(&mut halves_cx, &slices[..count])
             } else {
-                Pin::new(&mut self.io).poll_write(&mut proxy_cx, &slices[0])
+                Pin::new(&mut self.io).poll_write(&mut halves_cx, &slices[0])
             };
             let n = match written {
                 Poll::Ready(result) => result?,
@@ -533,9 +535,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if read_buf.len() < size {
             read_buf.resize(size, 0);
         }
-        let mut proxy_cx = Context::from_waker(&self.proxy);
+        let mut halves_cx = Context::from_waker(&self.both_halves);
         let mut buf = ReadBuf::new(&mut read_buf[..size]);
-        let result = ready!(Pin::new(&mut self.io).poll_read(&mut proxy_cx, &mut buf));
+        let result = ready!(Pin::new(&mut self.io).poll_read(&mut halves_cx, &mut buf));
         if result.is_ok() {
             let filled = buf.filled();
             if filled.is_empty() {
@@ -555,8 +557,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         let timer = self
             .close_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        let mut proxy_cx = Context::from_waker(&self.proxy);
-        timer.as_mut().poll(&mut proxy_cx).is_ready()
+        let mut halves_cx = Context::from_waker(&self.both_halves);
+        timer.as_mut().poll(&mut halves_cx).is_ready()
     }
 
     fn poll_next_inner(&mut self) -> Poll<Option<Result<Message, Error>>> {
