@@ -62,6 +62,10 @@ pub(crate) enum SlowPolicy {
     Drop,
 }
 
+/// Most messages a broadcast connection takes from its queue before it reads again: a bound on
+/// how long one connection's writing keeps it from noticing its client's messages.
+const MAX_BATCH: usize = 256;
+
 /// How long a client disconnected for being slow gets to take its 1008 close frame before the
 /// TCP connection is dropped: it is, after all, not reading.
 const SLOW_CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -96,9 +100,16 @@ pub(crate) struct ServeArgs {
     /// client whose queue is empty).
     #[arg(long, value_name = "BYTES", default_value_t = HubConfig::default().max_queued_size)]
     broadcast_queue_size: usize,
-    /// Broadcast mode: what to do with a client whose queue is full.
+    /// Broadcast mode: what to do with a slow client: one whose queue is full and that has
+    /// taken nothing from it for --stall-timeout, or whose queue is 4 times over the limits.
     #[arg(long, value_enum, default_value_t = SlowPolicy::Close)]
     slow_consumer: SlowPolicy,
+    /// Broadcast mode: seconds a client whose queue is full may go without taking a message
+    /// (its connection stopped taking bytes) before it is slow. Until then, and up to 4 times
+    /// the queue limits, its messages are still queued: a server that is behind delivers
+    /// later (counted as backlogged in /metrics) rather than disconnecting everybody.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = crate::non_negative)]
+    stall_timeout: f64,
     /// Broadcast mode: share rooms with every `sockeye serve` using this Redis
     /// (`redis://127.0.0.1:6379/`) through Redis pub/sub. While Redis is unreachable, rooms
     /// keep working on this node; messages for other nodes are dropped and counted.
@@ -119,6 +130,11 @@ pub(crate) struct ServeArgs {
     /// listed here (repeatable).
     #[arg(long = "subprotocol", value_name = "NAME")]
     subprotocols: Vec<String>,
+    /// Threads serving connections (0: one per core this process may use). Each thread runs
+    /// its own event loop and keeps the connections it accepted; broadcast rooms span all
+    /// threads.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
     /// Most connections served at once; more get HTTP 503.
     #[arg(long, value_name = "N", default_value_t = sockeye::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -151,11 +167,16 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(url) => Some(RedisBackplane::new(url).context("invalid --redis URL")?),
         None => None,
     };
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let mut server = sockeye::Server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?
         .config(args.limits.config().protocols(args.subprotocols.clone()))
         .max_connections(args.max_connections)
+        .threads(threads)
         .shutdown_timeout(seconds(args.shutdown_timeout).unwrap_or_default())
         .http2(args.http2);
     let (scheme, web) = match (&args.tls_cert, &args.tls_key) {
@@ -172,14 +193,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let terminated = crate::termination();
     // Scripts and tests read the WebSocket URL from the first line.
     say(format_args!(
-        "sockeye: listening on {scheme}://{addr}/ (mode {}{}{})",
+        "sockeye: listening on {scheme}://{addr}/ (mode {}{}{}, {threads} thread{})",
         args.mode,
         if args.limits.deflate {
             ", permessage-deflate"
         } else {
             ""
         },
-        if args.http2 { ", http/2" } else { "" }
+        if args.http2 { ", http/2" } else { "" },
+        if threads == 1 { "" } else { "s" }
     ));
     match &static_dir {
         Some(dir) => say(format_args!(
@@ -197,7 +219,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let hub_config = HubConfig::default()
         .max_queued_messages(args.broadcast_queue)
         .max_queued_size(args.broadcast_queue_size)
-        .slow_consumer(slow_consumer);
+        .slow_consumer(slow_consumer)
+        .stall_timeout(seconds(args.stall_timeout).unwrap_or_default());
     let hub = match backplane {
         Some(backplane) => {
             // Not the URL itself: it may hold a password.
@@ -335,7 +358,7 @@ async fn broadcast(
 ) {
     let path = request.uri().path().to_owned();
     member.subscribe(&path);
-    loop {
+    'relay: loop {
         tokio::select! {
             item = ws.next() => match item {
                 Some(Ok(message)) if message.is_data() => {
@@ -351,16 +374,26 @@ async fn broadcast(
             },
             next = member.recv() => {
                 // `None`: evicted for being slow.
-                let Some(message) = next else { break };
-                // `feed` waits while the client's write buffer is over its high-water mark; the
-                // stream writes the message when next polled.
-                tokio::select! {
-                    // In this order: while `feed` completes at once, nothing waits on the rest.
-                    biased;
-                    fed = ws.feed(message) => if fed.is_err() { break },
-                    _ = member.evicted() => break,
-                    // A client that stopped reading cannot take a close frame either.
-                    () = shutdown.cancelled() => break,
+                let Some(first) = next else { break };
+                // Everything waiting goes out together: `feed` only queues (it waits while the
+                // client's write buffer is over its high-water mark), and the stream writes the
+                // batch in one go when next polled.
+                let mut message = Some(first);
+                let mut fed = 0;
+                while let Some(next) = message.take() {
+                    tokio::select! {
+                        // In this order: while `feed` completes at once, nothing waits on the
+                        // rest.
+                        biased;
+                        result = ws.feed(next) => if result.is_err() { break 'relay },
+                        _ = member.evicted() => break 'relay,
+                        // A client that stopped reading cannot take a close frame either.
+                        () = shutdown.cancelled() => break 'relay,
+                    }
+                    fed += 1;
+                    if fed < MAX_BATCH {
+                        message = member.try_recv();
+                    }
                 }
             }
         }

@@ -16,8 +16,16 @@
 //! # Slow consumers
 //!
 //! Each subscriber has a bounded queue: [`HubConfig::max_queued_messages`] messages and
-//! [`HubConfig::max_queued_size`] payload bytes. A message that does not fit a subscriber's
-//! queue is handled by [`HubConfig::slow_consumer`]:
+//! [`HubConfig::max_queued_size`] payload bytes. A subscriber is judged slow by whether it keeps
+//! taking messages, not by the length of its queue alone: a queue may grow because the server
+//! itself is busy (every connection's task waits for a core), and evicting every subscriber then
+//! would turn a busy moment into a mass disconnection. So a message that does not fit within the
+//! limits is still queued while the subscriber has taken messages from its queue within the last
+//! [`HubConfig::stall_timeout`] (counted in [`HubMetrics::backlogged`]: the server is behind, and
+//! says so), up to [`BACKLOG_FACTOR`] times the limits. A subscriber whose connection stopped
+//! taking bytes stops taking messages (its writes wait), so after `stall_timeout` it is slow; so
+//! is one over the backlog allowance. A message for a slow subscriber is handled by
+//! [`HubConfig::slow_consumer`]:
 //!
 //! - [`SlowConsumer::Drop`]: that subscriber misses the message; it is counted in
 //!   [`HubMetrics::dropped`]. The subscriber stays subscribed and gets later messages once its
@@ -29,6 +37,20 @@
 //!
 //! Either way memory per subscriber is bounded by its queue, and one slow subscriber delays no
 //! one else.
+//!
+//! # Writing a subscriber's messages
+//!
+//! A connection writes best in batches: take every message waiting ([`Subscriber::recv`], then
+//! [`Subscriber::try_recv`] until it has none, or [`Subscriber::recv_many`]), queue each on the
+//! WebSocket without flushing (`feed`), and let the stream write them together — one system
+//! call for many messages, as `sockeye serve --mode broadcast` does.
+//!
+//! # Threads
+//!
+//! A `Hub` is `Send + Sync`: subscribers and publishers may live on any thread or runtime (for
+//! instance the threads of `sockeye::Server::threads`). A publish queues the message for every
+//! subscriber of the topic under one lock, so every subscriber sees the messages of a topic in
+//! one order, and the messages of one publisher in the order it published them.
 //!
 //! # Backplanes
 //!
@@ -107,6 +129,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use sockeye_proto::{CloseCode, Message};
 use tokio::sync::mpsc;
@@ -157,7 +180,17 @@ pub struct HubConfig {
     /// Default: `SlowConsumer::Close(CloseCode::POLICY_VIOLATION)` (1008): a chat without
     /// invisible holes; the client learns it lost messages.
     pub slow_consumer: SlowConsumer,
+    /// How long a subscriber over its queue limits may go without taking a message before it
+    /// is slow (see [Slow consumers](crate#slow-consumers)). Zero: slow as soon as a message
+    /// does not fit.
+    ///
+    /// Default: 2 s.
+    pub stall_timeout: Duration,
 }
+
+/// How far past [`HubConfig::max_queued_messages`] and [`HubConfig::max_queued_size`] the queue
+/// of a subscriber that still takes messages may grow while the server is behind: 4 times.
+pub const BACKLOG_FACTOR: usize = 4;
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -165,6 +198,7 @@ impl Default for HubConfig {
             max_queued_messages: 256,
             max_queued_size: 4 << 20,
             slow_consumer: SlowConsumer::Close(CloseCode::POLICY_VIOLATION),
+            stall_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -187,6 +221,12 @@ impl HubConfig {
         self.slow_consumer = policy;
         self
     }
+
+    /// Sets [`HubConfig::stall_timeout`].
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
 }
 
 /// A publish/subscribe hub; cheap to clone (clones share the hub). See the [crate
@@ -203,6 +243,9 @@ struct Member {
     /// Payload bytes in `queue`: added before a message is queued, taken off by
     /// [`Subscriber::recv`].
     queued_size: AtomicUsize,
+    /// The hub's clock ([`Inner::now`]) when the subscriber last took a message, or when a
+    /// message went into its empty queue: how long it has been stalled, if it is.
+    active_at: AtomicU64,
     evicted: CancellationToken,
     /// The close code of an eviction, set before `evicted` is cancelled.
     close_code: Mutex<Option<CloseCode>>,
@@ -213,6 +256,8 @@ type Topics = HashMap<String, HashMap<u64, Arc<Member>>>;
 struct Inner {
     topics: Mutex<Topics>,
     config: HubConfig,
+    /// Zero of the clock in `Member::active_at`.
+    epoch: Instant,
     counters: Counters,
     next_id: AtomicU64,
     node: NodeId,
@@ -238,6 +283,8 @@ impl Drop for Inner {
 /// What became of a message offered to one member.
 enum Offer {
     Queued,
+    /// Queued past the limits, for a subscriber that still takes messages.
+    Backlogged,
     Full,
     Gone,
 }
@@ -248,11 +295,52 @@ impl Inner {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The hub's clock: milliseconds since it was created.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Offers `message` (of `size` payload bytes) to `member` at `now`, never waiting.
+    fn offer(&self, member: &Member, message: &Message, size: usize, now: u64) -> Offer {
+        let config = &self.config;
+        let before = member.queued_size.fetch_add(size, Ordering::Relaxed);
+        let messages = member.queue.max_capacity() - member.queue.capacity();
+        let over = |factor: usize| {
+            messages >= config.max_queued_messages * factor
+                || (before > 0 && before.saturating_add(size) > config.max_queued_size * factor)
+        };
+        let mut offer = Offer::Queued;
+        if over(1) {
+            let stalled = now.saturating_sub(member.active_at.load(Ordering::Relaxed))
+                >= config.stall_timeout.as_millis() as u64;
+            offer = if stalled || over(BACKLOG_FACTOR) {
+                Offer::Full
+            } else {
+                Offer::Backlogged
+            };
+        }
+        if !matches!(offer, Offer::Full) {
+            if messages == 0 && before == 0 {
+                member.active_at.store(now, Ordering::Relaxed);
+            }
+            match member.queue.try_send(message.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => offer = Offer::Full,
+                Err(mpsc::error::TrySendError::Closed(_)) => offer = Offer::Gone,
+            }
+        }
+        if matches!(offer, Offer::Full | Offer::Gone) {
+            member.queued_size.fetch_sub(size, Ordering::Relaxed);
+        }
+        offer
+    }
+
     /// Queues `message` for every local subscriber of `topic` but `except`, never waiting;
     /// applies the slow-consumer policy. Returns how many it was queued for.
     fn deliver_local(&self, topic: &str, message: &Message, except: Option<u64>) -> usize {
         let size = message.as_payload().len();
-        let (mut queued, mut dropped, mut evicted) = (0u64, 0u64, 0u64);
+        let (mut queued, mut backlogged, mut dropped, mut evicted) = (0u64, 0u64, 0u64, 0u64);
+        let now = self.now();
         let mut topics = self.lock();
         let Some(members) = topics.get_mut(topic) else {
             return 0;
@@ -264,27 +352,18 @@ impl Inner {
             if member.evicted.is_cancelled() {
                 return false;
             }
-            let before = member.queued_size.fetch_add(size, Ordering::Relaxed);
-            let offer = if before > 0 && before.saturating_add(size) > self.config.max_queued_size {
-                Offer::Full
-            } else {
-                match member.queue.try_send(message.clone()) {
-                    Ok(()) => Offer::Queued,
-                    Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
-                    Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
-                }
-            };
-            match offer {
+            match self.offer(member, message, size, now) {
                 Offer::Queued => {
                     queued += 1;
                     true
                 }
-                Offer::Gone => {
-                    member.queued_size.fetch_sub(size, Ordering::Relaxed);
-                    false
+                Offer::Backlogged => {
+                    queued += 1;
+                    backlogged += 1;
+                    true
                 }
+                Offer::Gone => false,
                 Offer::Full => {
-                    member.queued_size.fetch_sub(size, Ordering::Relaxed);
                     dropped += 1;
                     match self.config.slow_consumer {
                         SlowConsumer::Drop => true,
@@ -310,6 +389,9 @@ impl Inner {
         // subscribers hold, so it is settled by `Subscriber` itself.
         let c = &self.counters;
         c.messages_out.fetch_add(queued, Ordering::Relaxed);
+        if backlogged > 0 {
+            c.backlogged.fetch_add(backlogged, Ordering::Relaxed);
+        }
         if dropped > 0 {
             c.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
@@ -384,6 +466,7 @@ impl Hub {
         let inner = Arc::new(Inner {
             topics: Mutex::new(HashMap::new()),
             config,
+            epoch: Instant::now(),
             counters: Counters::default(),
             next_id: AtomicU64::new(0),
             node,
@@ -396,10 +479,13 @@ impl Hub {
 
     /// A new subscriber (for one connection), subscribed to nothing yet.
     pub fn subscriber(&self) -> Subscriber {
-        let (queue, receiver) = mpsc::channel(self.inner.config.max_queued_messages);
+        let config = &self.inner.config;
+        let capacity = config.max_queued_messages.saturating_mul(BACKLOG_FACTOR);
+        let (queue, receiver) = mpsc::channel(capacity.min(tokio::sync::Semaphore::MAX_PERMITS));
         let member = Arc::new(Member {
             queue,
             queued_size: AtomicUsize::new(0),
+            active_at: AtomicU64::new(0),
             evicted: CancellationToken::new(),
             close_code: Mutex::new(None),
         });
@@ -530,13 +616,29 @@ impl Subscriber {
         // No need to also wait for the eviction: it happens only when this queue is not empty
         // (full, or holding bytes), and a message in the queue wakes this wait.
         let message = self.receiver.recv().await?;
-        if self.member.evicted.is_cancelled() {
-            return None;
-        }
-        self.member
-            .queued_size
-            .fetch_sub(message.as_payload().len(), Ordering::AcqRel);
+        self.took(message.as_payload().len())?;
         Some(message)
+    }
+
+    /// Waits for queued messages and moves up to `limit` of them to the end of `buffer`;
+    /// returns how many, 0 once the subscriber was evicted (or `limit` is 0). Waits while
+    /// subscribed to nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: messages are taken from the queue only when this returns them.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Message>, limit: usize) -> usize {
+        if self.member.evicted.is_cancelled() {
+            return 0;
+        }
+        let start = buffer.len();
+        let n = self.receiver.recv_many(buffer, limit).await;
+        let size = buffer[start..].iter().map(|m| m.as_payload().len()).sum();
+        if self.took(size).is_none() {
+            buffer.truncate(start);
+            return 0;
+        }
+        n
     }
 
     /// A queued message without waiting, if there is one and the subscriber was not evicted.
@@ -545,10 +647,21 @@ impl Subscriber {
             return None;
         }
         let message = self.receiver.try_recv().ok()?;
-        self.member
-            .queued_size
-            .fetch_sub(message.as_payload().len(), Ordering::Relaxed);
+        self.took(message.as_payload().len())?;
         Some(message)
+    }
+
+    /// Accounts for messages of `size` payload bytes taken from the queue; `None` if the
+    /// subscriber was evicted meanwhile.
+    fn took(&self, size: usize) -> Option<()> {
+        if self.member.evicted.is_cancelled() {
+            return None;
+        }
+        self.member.queued_size.fetch_sub(size, Ordering::AcqRel);
+        self.member
+            .active_at
+            .store(self.hub.now(), Ordering::Relaxed);
+        Some(())
     }
 
     /// Completes when the hub evicts this subscriber for being slow, with the close code the

@@ -20,7 +20,12 @@ pub struct HubMetrics {
     pub backplane_in: u64,
     /// Counter: messages queued for a subscriber (one per recipient).
     pub messages_out: u64,
-    /// Counter: messages a subscriber missed because its queue was full.
+    /// Counter: messages queued past a subscriber's limits while it still took messages
+    /// (within [`BACKLOG_FACTOR`](crate::BACKLOG_FACTOR) times them): the server is behind;
+    /// deliveries wait longer.
+    pub backlogged: u64,
+    /// Counter: messages a slow subscriber missed (its queue was full and it had stopped
+    /// taking messages, or it was over the backlog allowance).
     pub dropped: u64,
     /// Counter: subscribers evicted for being slow ([`SlowConsumer::Close`](crate::SlowConsumer::Close)).
     pub evicted: u64,
@@ -37,7 +42,7 @@ impl HubMetrics {
     /// The metrics in the Prometheus text exposition format (version 0.0.4), each name
     /// prefixed with `prefix` (e.g. `sockeye_hub_`).
     pub fn to_prometheus(&self, prefix: &str) -> String {
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 12] = [
             (
                 "connections",
                 "gauge",
@@ -73,6 +78,12 @@ impl HubMetrics {
                 "counter",
                 "Messages queued for subscribers.",
                 self.messages_out,
+            ),
+            (
+                "backlogged_total",
+                "counter",
+                "Messages queued past a subscriber's limits while it kept up: the server is behind.",
+                self.backlogged,
             ),
             (
                 "dropped_total",
@@ -123,6 +134,7 @@ pub(crate) struct Counters {
     pub(crate) messages_in: AtomicU64,
     pub(crate) backplane_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
+    pub(crate) backlogged: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) evicted: AtomicU64,
     pub(crate) backplane_errors: AtomicU64,
@@ -141,6 +153,7 @@ impl Counters {
             messages_in: load(&self.messages_in),
             backplane_in: load(&self.backplane_in),
             messages_out: load(&self.messages_out),
+            backlogged: load(&self.backlogged),
             dropped: load(&self.dropped),
             evicted: load(&self.evicted),
             backplane_up,
@@ -169,6 +182,6 @@ mod tests {
             text.contains("# TYPE x_connections gauge\nx_connections 0\n"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 33);
+        assert_eq!(text.lines().count(), 36);
     }
 }

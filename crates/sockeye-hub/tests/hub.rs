@@ -128,7 +128,8 @@ async fn drop_policy_bounds_a_never_reading_subscriber_and_counts_what_it_misses
         HubConfig::default()
             .max_queued_messages(QUEUE)
             .max_queued_size(1 << 20)
-            .slow_consumer(SlowConsumer::Drop),
+            .slow_consumer(SlowConsumer::Drop)
+            .stall_timeout(Duration::ZERO),
     );
     let stalled = {
         let mut s = hub.subscriber();
@@ -174,7 +175,8 @@ async fn close_policy_evicts_with_its_code_and_the_others_keep_receiving() {
         HubConfig::default()
             .max_queued_messages(100)
             .max_queued_size(10)
-            .slow_consumer(SlowConsumer::Close(CloseCode::TRY_AGAIN_LATER)),
+            .slow_consumer(SlowConsumer::Close(CloseCode::TRY_AGAIN_LATER))
+            .stall_timeout(Duration::ZERO),
     );
     let mut slow = hub.subscriber();
     slow.subscribe("r");
@@ -347,4 +349,162 @@ async fn a_never_reading_websocket_client_is_evicted_and_the_others_keep_receivi
         }
     })
     .await;
+}
+
+/// A subscriber whose queue grew because it was not scheduled yet (the server is busy) is not
+/// slow: past its limits its messages are still queued (and counted as backlogged), up to the
+/// backlog allowance, beyond which it is evicted whatever it does.
+#[tokio::test]
+async fn a_backlog_is_queued_up_to_the_allowance_while_the_subscriber_is_not_stalled() {
+    const QUEUE: usize = 4;
+    let hub = Hub::new(
+        HubConfig::default()
+            .max_queued_messages(QUEUE)
+            .stall_timeout(Duration::from_secs(3600)),
+    );
+    let mut busy = hub.subscriber();
+    busy.subscribe("t");
+    let allowance = QUEUE * sockeye_hub::BACKLOG_FACTOR;
+    for i in 0..allowance {
+        assert_eq!(hub.publish("t", text(&i.to_string())), 1, "message {i}");
+    }
+    let m = hub.metrics();
+    assert_eq!(
+        (m.backlogged, m.dropped, m.evicted),
+        ((allowance - QUEUE) as u64, 0, 0)
+    );
+    // It takes one batch: it is active, and its queue has room again.
+    let mut batch = Vec::new();
+    assert_eq!(within("recv_many", busy.recv_many(&mut batch, 3)).await, 3);
+    assert_eq!(batch, vec![text("0"), text("1"), text("2")]);
+    for i in allowance..allowance + 3 {
+        assert_eq!(hub.publish("t", text(&i.to_string())), 1, "message {i}");
+    }
+    // Over the allowance: evicted even though it was taking messages.
+    assert_eq!(hub.publish("t", text("over")), 0);
+    assert_eq!(busy.eviction(), Some(CloseCode::POLICY_VIOLATION));
+    assert_eq!(
+        within("recv_many", busy.recv_many(&mut batch, 100)).await,
+        0
+    );
+    let m = hub.metrics();
+    assert_eq!((m.dropped, m.evicted), (1, 1), "{m:?}");
+}
+
+/// A subscriber over its limits that takes nothing for the stall timeout is slow.
+#[tokio::test]
+async fn a_subscriber_that_stops_taking_messages_is_slow_after_the_stall_timeout() {
+    const STALL: Duration = Duration::from_millis(100);
+    let hub = Hub::new(
+        HubConfig::default()
+            .max_queued_messages(2)
+            .slow_consumer(SlowConsumer::Drop)
+            .stall_timeout(STALL),
+    );
+    let mut stalled = hub.subscriber();
+    stalled.subscribe("t");
+    for i in 0..3 {
+        assert_eq!(hub.publish("t", text(&i.to_string())), 1);
+    }
+    assert_eq!(
+        hub.metrics().backlogged,
+        1,
+        "over the limit, not stalled yet"
+    );
+    tokio::time::sleep(STALL * 2).await;
+    assert_eq!(hub.publish("t", text("3")), 0, "stalled: dropped");
+    assert_eq!(hub.metrics().dropped, 1);
+    // Taking a message makes it active again; its queue, still over the limit, backlogs.
+    assert_eq!(stalled.try_recv(), Some(text("0")));
+    assert_eq!(hub.publish("t", text("4")), 1);
+    assert_eq!(
+        drain(&mut stalled),
+        vec![text("1"), text("2"), text("4")],
+        "a visible gap where it was stalled"
+    );
+}
+
+/// Publishers and subscribers on the threads of a multi-threaded runtime: every subscriber gets
+/// every message exactly once, each publisher's in the order it published them, and all
+/// subscribers see the messages of the topic in one order.
+#[test]
+fn across_threads_nothing_is_lost_duplicated_or_reordered() {
+    const PUBLISHERS: u64 = 4;
+    const SUBSCRIBERS: usize = 6;
+    const MESSAGES: u64 = 5_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let total = (PUBLISHERS * MESSAGES) as usize;
+    // Room for everything: nobody may miss anything, so nobody may be slow.
+    let hub = Hub::new(
+        HubConfig::default()
+            .max_queued_messages(total)
+            .max_queued_size(usize::MAX / 8),
+    );
+    let orders = runtime.block_on(async {
+        let mut readers = Vec::new();
+        for _ in 0..SUBSCRIBERS {
+            let mut me = hub.subscriber();
+            me.subscribe("t");
+            readers.push(tokio::spawn(async move {
+                let mut got = Vec::with_capacity(total);
+                let mut batch = Vec::new();
+                while got.len() < total {
+                    batch.clear();
+                    let n = within("recv_many", me.recv_many(&mut batch, 64)).await;
+                    assert!(n > 0, "evicted");
+                    got.extend(batch.iter().map(|m| {
+                        let p = m.as_payload();
+                        (p[0] as u64, u64::from_be_bytes(p[1..9].try_into().unwrap()))
+                    }));
+                }
+                assert_eq!(me.try_recv(), None, "nothing more than was published");
+                got
+            }));
+        }
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|id| {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    for seq in 0..MESSAGES {
+                        let mut payload = vec![id as u8];
+                        payload.extend_from_slice(&seq.to_be_bytes());
+                        hub.publish("t", Message::binary(payload));
+                        if seq % 256 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in publishers {
+            p.await.unwrap();
+        }
+        let mut orders = Vec::new();
+        for r in readers {
+            orders.push(r.await.unwrap());
+        }
+        orders
+    });
+    for got in &orders {
+        let mut next = vec![0u64; PUBLISHERS as usize];
+        for &(id, seq) in got {
+            assert_eq!(
+                seq, next[id as usize],
+                "publisher {id}: lost, duplicated or reordered"
+            );
+            next[id as usize] += 1;
+        }
+        assert!(next.iter().all(|&n| n == MESSAGES));
+        assert_eq!(
+            got, &orders[0],
+            "one order of the topic for every subscriber"
+        );
+    }
+    let m = hub.metrics();
+    assert_eq!((m.dropped, m.evicted), (0, 0));
+    assert_eq!(m.messages_out, (total * SUBSCRIBERS) as u64);
 }

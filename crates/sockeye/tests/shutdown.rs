@@ -263,3 +263,84 @@ async fn default_shutdown_timeout_is_10s() {
     })
     .await;
 }
+
+/// `Server::threads(2)`: while the thread serving one connection is blocked, the other thread
+/// accepts and serves the next; every connection echoes; the shutdown closes the connections
+/// of both threads with 1001 and `serve_with_shutdown` returns once both are done. The server
+/// runs on threads of its own, so that blocking one never blocks the clients.
+#[test]
+fn two_threads_accept_serve_and_shut_down_together() {
+    let new_runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let runtime = new_runtime();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    new_runtime().block_on(within("test", async move {
+        let (opened, mut opened_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let first = Arc::new(AtomicBool::new(true));
+        let handler = move |mut ws: sockeye::ServerStream, _| {
+            let opened = opened.clone();
+            let block = first.swap(false, Ordering::SeqCst);
+            let released = released.clone();
+            async move {
+                let _ = opened.send(std::thread::current().id());
+                if block {
+                    // Blocks this thread's runtime: only the other thread can accept now.
+                    let _ = released.lock().unwrap().recv_timeout(PATIENCE);
+                }
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_data() && ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                Server::from_listener(listener)
+                    .threads(2)
+                    .shutdown_timeout(Duration::from_secs(5))
+                    .serve_with_shutdown(handler, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            })
+        });
+        let url = format!("ws://{addr}/");
+        let (mut one, _) = sockeye::connect(&url).await.unwrap();
+        let first_thread = opened_rx.recv().await.unwrap();
+        let (mut two, _) = sockeye::connect(&url).await.unwrap();
+        let second_thread = opened_rx.recv().await.unwrap();
+        assert_ne!(first_thread, second_thread, "served by two threads");
+        release.send(()).unwrap();
+        for (i, ws) in [&mut one, &mut two].into_iter().enumerate() {
+            ws.send(numbered(i as u32, 64)).await.unwrap();
+            let echo = ws.next().await.unwrap().unwrap();
+            assert_eq!(check_numbered(&echo), i as u32);
+        }
+        stop.send(()).unwrap();
+        for ws in [&mut one, &mut two] {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    assert_eq!(frame.code, CloseCode::GOING_AWAY)
+                }
+                other => panic!("expected 1001, got {other:?}"),
+            }
+            assert!(ws.next().await.is_none());
+        }
+        let served = tokio::task::spawn_blocking(move || serving.join())
+            .await
+            .unwrap();
+        served.expect("no panic").expect("served");
+        assert_refused(TcpStream::connect(addr).await);
+    }));
+}

@@ -60,6 +60,7 @@ pub struct Server {
     config: WebSocketConfig,
     max_connections: usize,
     shutdown_timeout: Duration,
+    threads: usize,
     hooks: Hooks,
     #[cfg(feature = "rustls")]
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -107,6 +108,7 @@ impl Server {
             #[cfg(feature = "rustls")]
             tls: None,
             shutdown_timeout: Duration::from_secs(10),
+            threads: 1,
             #[cfg(feature = "http2")]
             http2: false,
         }
@@ -230,6 +232,36 @@ impl Server {
         self
     }
 
+    /// Serves on `threads` threads (0: one per core the process may use, from
+    /// [`std::thread::available_parallelism`]) in [`serve`](Self::serve) and
+    /// [`serve_with_shutdown`](Self::serve_with_shutdown).
+    ///
+    /// The calling task's runtime is the first; every other thread runs a current-thread
+    /// tokio runtime of its own, and every thread accepts from the same listening socket, so
+    /// the kernel hands each new connection to whichever thread is waiting for one (a less busy
+    /// thread takes more). A connection stays on the thread that accepted it for its whole
+    /// life: its handler and the tasks it spawns run there, with no cross-thread wake-ups and
+    /// no work stealing, so per connection a server of N threads costs what a server of one
+    /// does. The handler must therefore be `Send + Sync` and its futures `Send`, as always
+    /// here; state shared between connections (a `sockeye_hub::Hub`, counters) must be
+    /// thread-safe. The connection limit, the shutdown signal and the shutdown timeout apply
+    /// to all threads together.
+    ///
+    /// This is also how an application uses every core with its own runtime: one
+    /// current-thread runtime per core, each accepting from a clone of one listener
+    /// (`std::net::TcpListener::try_clone`) — rather than one multi-threaded runtime, whose
+    /// work stealing moves a connection's task between cores.
+    ///
+    /// Default: 1 (the calling runtime only).
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        self
+    }
+
     /// Uses `config` for every connection.
     #[must_use]
     pub fn config(mut self, config: WebSocketConfig) -> Self {
@@ -326,87 +358,199 @@ impl Server {
             max_connections,
             shutdown_timeout,
             hooks,
+            threads,
             ..
         } = self;
-        let handler = Arc::new(handler);
-        let shutdown = CancellationToken::new();
-        let limit = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
-        let mut tasks = JoinSet::new();
-        let mut signal = std::pin::pin!(signal);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = &mut signal => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::info!(%peer, "connection limit reached: 503");
-                // Best effort, never waits: the peer gets the answer if its buffer has room.
-                let _ = tcp.try_write(OVERLOADED);
-                continue;
-            };
-            let handler = handler.clone();
-            let config = config.clone();
-            let hooks = hooks.clone();
-            let tls = tls.clone();
-            let shutdown = shutdown.clone();
-            #[cfg(feature = "http2")]
-            let limit = limit.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                if let Err(e) = config.apply_tcp_options(&tcp) {
-                    tracing::debug!(%peer, error = %e, "cannot set socket options");
-                }
-                let accepted = tokio::select! {
-                    // Boxed: the handshake's state (several KiB) is freed once it is done,
-                    // instead of sizing every connection's task for it.
-                    accepted = Box::pin(open(tcp, peer, &config, &hooks, tls, http2)) => accepted,
-                    () = shutdown.cancelled() => return,
-                };
-                match accepted {
-                    #[cfg(feature = "http2")]
-                    Ok(Opened::Http2(io)) => {
-                        tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
-                        let serve = crate::http2::H2Serve {
-                            config,
-                            hooks,
-                            handler,
-                            shutdown,
-                            limit,
-                        };
-                        let tls = io.is_tls();
-                        crate::http2::serve_connection(io, peer, tls, serve).await;
-                    }
-                    Ok(Opened::WebSocket(ws, request)) => {
-                        start_handler(&*handler, (*ws, request), peer, shutdown).await;
-                    }
-                    Err(Error::Handshake(err)) => log_rejected(peer, &err),
-                    Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
-                }
-            });
-        }
-        drop(listener);
-        tracing::info!(connections = tasks.len(), "shutting down");
-        shutdown.cancel();
-        let drained = tokio::time::timeout(shutdown_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::info!(
-                connections = tasks.len(),
-                "shutdown timeout: dropping connections"
-            );
-            tasks.shutdown().await;
+        let shared = Arc::new(Shared {
+            handler: Arc::new(handler),
+            config,
+            hooks,
+            tls,
+            http2,
+            limit: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            shutdown: CancellationToken::new(),
+            shutdown_timeout,
+        });
+        let (listener, others) = if threads > 1 {
+            let listener = listener.into_std()?;
+            let mut others = Vec::with_capacity(threads - 1);
+            for i in 1..threads {
+                others.push(spawn_accept_thread(
+                    i,
+                    listener.try_clone()?,
+                    shared.clone(),
+                )?);
+            }
+            (TcpListener::from_std(listener)?, others)
+        } else {
+            (listener, Vec::new())
+        };
+        let stop = async {
+            signal.await;
+            shared.shutdown.cancel();
+        };
+        accept_loop(listener, &shared, stop).await;
+        // Also if the signal never fired: this loop ends only then.
+        shared.shutdown.cancel();
+        for done in others {
+            // Err: the thread ended (its sender dropped), which is what is waited for.
+            let _ = done.await;
         }
         Ok(())
+    }
+}
+
+/// What every accept loop of a [`Server`] shares: the handler and its settings, the
+/// connection limit and the shutdown signal.
+struct Shared<H, T> {
+    handler: Arc<H>,
+    config: WebSocketConfig,
+    hooks: Hooks,
+    tls: Option<T>,
+    http2: bool,
+    limit: Arc<Semaphore>,
+    /// Cancelled when the server shuts down: stops every accept loop and closes every
+    /// connection with 1001.
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+#[cfg(feature = "rustls")]
+type TlsConfig = Arc<tokio_rustls::rustls::ServerConfig>;
+#[cfg(not(feature = "rustls"))]
+type TlsConfig = NoTls;
+
+/// Starts accept thread `i`: a current-thread runtime of its own accepting from `listener`
+/// (a clone of the server's socket) until the server shuts down. The receiver completes (with
+/// an error: its sender is dropped) when the thread has finished.
+fn spawn_accept_thread<H, F>(
+    i: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared<H, TlsConfig>>,
+) -> io::Result<tokio::sync::oneshot::Receiver<()>>
+where
+    H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("sockeye-server-{i}"))
+        .spawn(move || {
+            let _done = done;
+            runtime.block_on(async {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let stop = shared.shutdown.clone();
+                        accept_loop(listener, &shared, stop.cancelled_owned()).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, thread = i, "cannot listen"),
+                }
+            });
+        })?;
+    Ok(finished)
+}
+
+/// Accepts connections and serves each in a task of the current runtime until `stop`
+/// completes; then closes this loop's connections (the shutdown signal) and waits up to the
+/// shutdown timeout for them.
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    shared: &Arc<Shared<H, TlsConfig>>,
+    stop: impl Future<Output = ()>,
+) where
+    H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut stop => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+            tracing::info!(%peer, "connection limit reached: 503");
+            // Best effort, never waits: the peer gets the answer if its buffer has room.
+            let _ = tcp.try_write(OVERLOADED);
+            continue;
+        };
+        tasks.spawn(serve_connection(tcp, peer, permit, shared.clone()));
+    }
+    drop(listener);
+    tracing::info!(connections = tasks.len(), "shutting down");
+    shared.shutdown.cancel();
+    let drained = tokio::time::timeout(shared.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            connections = tasks.len(),
+            "shutdown timeout: dropping connections"
+        );
+        tasks.shutdown().await;
+    }
+}
+
+/// One connection's task: the handshake (HTTP/1.1, or HTTP/2 and its streams), then the
+/// handler, holding one permit of the connection limit.
+async fn serve_connection<H, F>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared<H, TlsConfig>>,
+) where
+    H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let _permit = permit;
+    let Shared {
+        config,
+        hooks,
+        tls,
+        http2,
+        shutdown,
+        ..
+    } = &*shared;
+    if let Err(e) = config.apply_tcp_options(&tcp) {
+        tracing::debug!(%peer, error = %e, "cannot set socket options");
+    }
+    let accepted = tokio::select! {
+        // Boxed: the handshake's state (several KiB) is freed once it is done,
+        // instead of sizing every connection's task for it.
+        accepted = Box::pin(open(tcp, peer, config, hooks, tls.clone(), *http2)) => accepted,
+        () = shutdown.cancelled() => return,
+    };
+    match accepted {
+        #[cfg(feature = "http2")]
+        Ok(Opened::Http2(io)) => {
+            tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
+            let serve = crate::http2::H2Serve {
+                config: config.clone(),
+                hooks: hooks.clone(),
+                handler: shared.handler.clone(),
+                shutdown: shutdown.clone(),
+                limit: shared.limit.clone(),
+            };
+            let tls = io.is_tls();
+            crate::http2::serve_connection(io, peer, tls, serve).await;
+        }
+        Ok(Opened::WebSocket(ws, request)) => {
+            start_handler(&*shared.handler, (*ws, request), peer, shutdown.clone()).await;
+        }
+        Err(Error::Handshake(err)) => log_rejected(peer, &err),
+        Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
     }
 }
 
