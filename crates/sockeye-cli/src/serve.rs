@@ -20,14 +20,16 @@ use std::fmt;
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
 use futures_util::{SinkExt as _, StreamExt as _};
-use sockeye::http::{header, HeaderValue, Request, Response, StatusCode};
+use sockeye::http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use sockeye::{CloseCode, ServerStream, State, WebSocketStream};
-use sockeye_hub::{Hub, HubConfig, RedisBackplane, SlowConsumer, Subscriber};
+use sockeye_hub::{Hub, HubConfig, HubMetrics, RedisBackplane, SlowConsumer, Subscriber};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -232,9 +234,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Hub::new(hub_config),
     };
     let metrics_hub = hub.clone();
+    let echo_connections = Arc::new(AtomicU64::new(0));
+    let metrics_echo = echo_connections.clone();
     let server = server.on_http(move |request| {
         if request.uri().path() == "/metrics" {
-            return Some(metrics_response(&metrics_hub));
+            let mut metrics = metrics_hub.metrics();
+            metrics.connections += metrics_echo.load(Ordering::Relaxed);
+            return Some(metrics_response(&metrics));
         }
         Some(http_response(request, static_dir.as_deref()))
     });
@@ -255,12 +261,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .serve_with_shutdown(
                     move |mut ws, request| {
                         let peer = peer_of(&ws);
-                        // Counted as a connection in /metrics; subscribed to nothing.
-                        let connection = hub.subscriber();
+                        // Counted as a connection in /metrics: an echo connection costs no more.
+                        let connection = OpenConnection::new(&echo_connections);
+                        // Only the URI, for the log: not the request's headers, for the
+                        // connection's whole life.
+                        let uri = request.into_parts().0.uri;
                         async move {
                             echo(&mut ws).await;
                             drop(connection);
-                            log_closed(&ws, &request, peer);
+                            log_closed(&ws, &uri, peer);
                         }
                     },
                     signal,
@@ -274,7 +283,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     move |ws, request| {
                         let peer = peer_of(&ws);
                         let member = handler_hub.subscriber();
-                        broadcast(ws, request, peer, member, shutdown.clone())
+                        let uri = request.into_parts().0.uri;
+                        broadcast(ws, uri, peer, member, shutdown.clone())
                     },
                     signal,
                 )
@@ -330,6 +340,22 @@ pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketSt
     }
 }
 
+/// An open echo connection, counted in /metrics' `connections` while it lives.
+struct OpenConnection(Arc<AtomicU64>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The peer's address, read when the connection opens: once it has closed the socket may no
 /// longer know it.
 fn peer_of(ws: &ServerStream) -> Option<SocketAddr> {
@@ -338,12 +364,12 @@ fn peer_of(ws: &ServerStream) -> Option<SocketAddr> {
 
 /// The access log line for the end of a WebSocket connection (its opening is logged by
 /// `sockeye::Server`); `peer` is [`peer_of`] the connection when it opened.
-fn log_closed(ws: &ServerStream, request: &Request<()>, peer: Option<SocketAddr>) {
+fn log_closed(ws: &ServerStream, uri: &Uri, peer: Option<SocketAddr>) {
     let peer = peer.map_or_else(|| "-".to_owned(), |a| a.to_string());
     let code = ws
         .close_info()
         .map_or_else(|| "-".to_owned(), |closed| closed.code.to_string());
-    tracing::info!(%peer, path = %request.uri(), %code, "connection closed");
+    tracing::info!(%peer, path = %uri, %code, "connection closed");
 }
 
 /// A broadcast connection: relays what it receives to its room (the topic named by its path)
@@ -351,12 +377,12 @@ fn log_closed(ws: &ServerStream, request: &Request<()>, peer: Option<SocketAddr>
 /// server shuts down.
 async fn broadcast(
     mut ws: ServerStream,
-    request: Request<()>,
+    uri: Uri,
     peer: Option<SocketAddr>,
     mut member: Subscriber,
     shutdown: CancellationToken,
 ) {
-    let path = request.uri().path().to_owned();
+    let path = uri.path().to_owned();
     member.subscribe(&path);
     'relay: loop {
         tokio::select! {
@@ -406,12 +432,12 @@ async fn broadcast(
         let closing = ws.close(code, "too slow");
         let _ = tokio::time::timeout(SLOW_CLIENT_CLOSE_TIMEOUT, closing).await;
     }
-    log_closed(&ws, &request, peer);
+    log_closed(&ws, &uri, peer);
 }
 
 /// `/metrics`: the hub's counters in the Prometheus text format.
-fn metrics_response(hub: &Hub) -> Response<Vec<u8>> {
-    let mut response = Response::new(hub.metrics().to_prometheus("sockeye_").into_bytes());
+fn metrics_response(metrics: &HubMetrics) -> Response<Vec<u8>> {
+    let mut response = Response::new(metrics.to_prometheus("sockeye_").into_bytes());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -595,7 +621,7 @@ mod tests {
         a.subscribe("/room/x");
         b.subscribe("/room/x");
         a.publish("/room/x", sockeye::Message::text("hi"));
-        let response = metrics_response(&hub);
+        let response = metrics_response(&hub.metrics());
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
