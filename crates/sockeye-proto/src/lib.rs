@@ -25,8 +25,8 @@ mod utf8;
 pub use close_code::{CloseCode, MAX_CLOSE_REASON};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use connection::{
-    Closed, Connection, Event, Initiator, MaskSource, Role, State, Transmit, MAX_PENDING_PONGS,
-    SHARE_THRESHOLD,
+    Closed, Connection, Event, Initiator, MaskSource, PreparedMessage, Role, State, Transmit,
+    MAX_PENDING_PONGS, SHARE_THRESHOLD,
 };
 pub use error::{ProtocolError, SendError};
 pub use frame::CloseFrame;

@@ -261,6 +261,6 @@ pub use sockeye_proto::handshake::{ClientRequest, HandshakeError, Negotiated};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 pub use sockeye_proto::{
-    bytes, http, CloseCode, CloseFrame, Closed, DataKind, Initiator, Message, ProtocolError, Role,
-    SendError, State, Utf8Bytes, MAX_CLOSE_REASON,
+    bytes, http, CloseCode, CloseFrame, Closed, DataKind, Initiator, Message, PreparedMessage,
+    ProtocolError, Role, SendError, State, Utf8Bytes, MAX_CLOSE_REASON,
 };

@@ -355,3 +355,65 @@ async fn the_hand_built_bomb_inflates_to_zeros() {
     assert_eq!(out.len(), 1 + 258 * 10_000);
     assert!(out.iter().all(|&b| b == 0));
 }
+
+/// A broadcast: one `PreparedMessage` fed to several server streams, some negotiating
+/// `server_no_context_takeover` (compressed once for all) and some not (compressed each), and
+/// to a stream without deflate. Every client receives every message whole, in order.
+#[tokio::test]
+async fn prepared_messages_reach_every_subscriber() {
+    let mut pairs = Vec::new();
+    for server_nct in [true, true, false, false] {
+        let client = deflating(deflate_config(|c| {
+            c.server_no_context_takeover = server_nct
+        }));
+        pairs.push(tcp_pair_with(client, deflating(DeflateConfig::default())).await);
+    }
+    pairs.push(
+        tcp_pair_with(
+            WebSocketConfig::default(),
+            deflating(DeflateConfig::default()),
+        )
+        .await,
+    );
+    let (mut clients, mut servers): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    assert_eq!(
+        servers[0].extensions(),
+        "permessage-deflate; server_no_context_takeover"
+    );
+    assert_eq!(servers[4].extensions(), "");
+    let messages = messages();
+    let prepared: Vec<sockeye::PreparedMessage> = messages
+        .iter()
+        .cloned()
+        .map(sockeye::PreparedMessage::from)
+        .collect();
+    let readers: Vec<_> = clients
+        .drain(..)
+        .map(|mut client| {
+            let count = messages.len();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < count {
+                    got.push(client.next().await.expect("open").expect("no error"));
+                }
+                got
+            })
+        })
+        .collect();
+    for message in &prepared {
+        for server in &mut servers {
+            within("feed", server.feed_prepared(message)).await.unwrap();
+        }
+    }
+    for server in &mut servers {
+        within("flush", server.flush()).await.unwrap();
+    }
+    for reader in readers {
+        let got = within("receive", reader).await.unwrap();
+        assert!(got == messages, "a subscriber got different messages");
+    }
+    // The waiting and non-waiting forms queue alike.
+    let prepared = sockeye::PreparedMessage::new(Message::text("last"));
+    servers[0].send_prepared(&prepared).await.unwrap();
+    servers[1].try_send_prepared(&prepared).unwrap();
+}

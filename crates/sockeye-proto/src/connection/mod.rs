@@ -32,6 +32,7 @@
 //!   connection and its end (§5.5.1, §7).
 
 mod closing;
+mod prepared;
 mod recv;
 mod send;
 
@@ -46,6 +47,7 @@ use crate::error::ProtocolError;
 use crate::message::Message;
 
 use closing::{Closing, Deferred};
+pub use prepared::PreparedMessage;
 use recv::Receiver;
 use send::Outgoing;
 pub use send::{MaskSource, MAX_PENDING_PONGS, SHARE_THRESHOLD};

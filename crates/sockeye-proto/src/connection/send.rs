@@ -64,7 +64,7 @@ pub(super) struct Outgoing {
     /// close frame is written: that writes them first, and none are owed after it.
     pongs: VecDeque<Bytes>,
     /// Kind of the fragmented message being sent, if any.
-    sending: Option<DataKind>,
+    pub(super) sending: Option<DataKind>,
     /// Whether the fragmented message being sent is compressed.
     sending_compressed: bool,
 }
@@ -275,6 +275,30 @@ impl Outgoing {
         }
     }
 
+    /// Queues `payload` itself after the bytes in the buffer.
+    fn push_shared(&mut self, payload: Bytes) {
+        let position = self.buf.len();
+        self.shared
+            .get_or_insert_with(Box::default)
+            .segments
+            .push_back((position, payload));
+    }
+
+    /// Queues a frame encoded beforehand: its `header` is copied, its `payload` queued without
+    /// a copy from [`SHARE_THRESHOLD`] bytes on (shorter ones are copied next to the header,
+    /// which costs less than a second slice in the write).
+    pub(super) fn push_encoded(&mut self, header: &[u8], payload: &Bytes) {
+        if payload.len() >= SHARE_THRESHOLD {
+            self.reserve(header.len());
+            self.buf.extend_from_slice(header);
+            self.push_shared(payload.clone());
+        } else {
+            self.reserve(header.len() + payload.len());
+            self.buf.extend_from_slice(header);
+            self.buf.extend_from_slice(payload);
+        }
+    }
+
     fn write_pongs(&mut self) {
         while let Some(payload) = self.pongs.pop_front() {
             self.write_frame(OpCode::Pong, true, &payload);
@@ -370,12 +394,7 @@ impl Connection {
         let header = FrameHeader::new(opcode_of(kind), payload.len() as u64);
         self.out.reserve(header.encoded_len());
         header.encode(&mut self.out.buf);
-        let position = self.out.buf.len();
-        self.out
-            .shared
-            .get_or_insert_with(Box::default)
-            .segments
-            .push_back((position, payload));
+        self.out.push_shared(payload);
         Ok(())
     }
 
@@ -401,7 +420,7 @@ impl Connection {
         Ok(())
     }
 
-    fn should_compress(&self, len: usize) -> bool {
+    pub(super) fn should_compress(&self, len: usize) -> bool {
         self.deflate.as_deref().is_some_and(|d| d.compresses(len))
     }
 
@@ -464,7 +483,7 @@ impl Connection {
     }
 }
 
-fn opcode_of(kind: DataKind) -> OpCode {
+pub(super) fn opcode_of(kind: DataKind) -> OpCode {
     match kind {
         DataKind::Text => OpCode::Text,
         DataKind::Binary => OpCode::Binary,

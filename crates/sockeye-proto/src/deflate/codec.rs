@@ -12,8 +12,48 @@ pub const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// Output produced per step of inflation; what bounds a step's memory beyond the limit.
 const INFLATE_STEP: usize = 32 << 10;
 
+/// zlib's `memLevel`: the size of the hash table and of the buffer of symbols per block
+/// (zlib's default, as Node's `zlib` and Python's `zlib` use).
+pub(crate) const MEM_LEVEL: u8 = 8;
+
+/// What decides the bytes of a message compressed from an empty context: two compressors with
+/// equal parameters and no context takeover produce the same bytes for the same message, so a
+/// message prepared for many connections is compressed once per distinct `CompressParams`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CompressParams {
+    /// zlib level, 0..=9.
+    pub(crate) level: u8,
+    /// LZ77 window, 9..=15.
+    pub(crate) window_bits: u8,
+    /// zlib `memLevel`.
+    pub(crate) mem_level: u8,
+}
+
+impl CompressParams {
+    fn new_compress(self) -> Compress {
+        Compress::new_with_window_bits(
+            Compression::new(u32::from(self.level)),
+            false,
+            self.window_bits,
+        )
+    }
+}
+
+/// Compresses `input` as one whole message from an empty context, appending to `out`: the bytes
+/// a deflater with `params` and no context takeover produces for it.
+pub(crate) fn compress_message(params: CompressParams, input: &[u8], out: &mut Vec<u8>) {
+    let mut deflater = Deflater {
+        params: Some(params),
+        compress: Some(params.new_compress()),
+        no_context_takeover: true,
+    };
+    deflater.compress(input, true, out);
+}
+
 /// Compresses messages for one direction of a connection.
 pub(crate) struct Deflater {
+    /// `None` when messages cannot be compressed (an 8-bit window).
+    params: Option<CompressParams>,
     compress: Option<Compress>,
     no_context_takeover: bool,
 }
@@ -32,17 +72,22 @@ impl Deflater {
     /// window (8 bits), so with 8 every message is sent uncompressed, which RFC 7692 allows
     /// (the RSV1 bit is per message).
     pub(crate) fn new(window_bits: u8, no_context_takeover: bool, level: u32) -> Self {
-        let compress = (window_bits >= 9).then(|| {
-            Compress::new_with_window_bits(
-                Compression::new(level.min(9)),
-                false,
-                window_bits.min(15),
-            )
+        let params = (window_bits >= 9).then(|| CompressParams {
+            level: level.min(9) as u8,
+            window_bits: window_bits.min(15),
+            mem_level: MEM_LEVEL,
         });
         Self {
-            compress,
+            params,
+            compress: params.map(CompressParams::new_compress),
             no_context_takeover,
         }
+    }
+
+    /// The parameters of a deflater that compresses every message from an empty context (no
+    /// context takeover): its output for a message depends on these and the message only.
+    pub(crate) fn shared_params(&self) -> Option<CompressParams> {
+        self.params.filter(|_| self.no_context_takeover)
     }
 
     /// Whether messages can be compressed at all.

@@ -5,5 +5,5 @@ mod codec;
 mod negotiate;
 
 pub use codec::SYNC_TRAILER;
-pub(crate) use codec::{Deflater, InflateError, Inflater};
+pub(crate) use codec::{compress_message, CompressParams, Deflater, InflateError, Inflater};
 pub use negotiate::{DeflateConfig, DeflateParams, ExtensionError, PERMESSAGE_DEFLATE};

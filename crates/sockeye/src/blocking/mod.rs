@@ -51,7 +51,8 @@ use sockeye_proto::handshake::{
     ClientHandshake, ClientRequest, Incoming, Negotiated, Outcome, Redirects, ServerHandshake,
 };
 use sockeye_proto::{
-    CloseCode, Closed, Connection, DataKind, Event, Message, Role, SendError, State,
+    CloseCode, Closed, Connection, DataKind, Event, Message, PreparedMessage, Role, SendError,
+    State,
 };
 
 use crate::browser::ReadyState;
@@ -333,6 +334,22 @@ impl<S: Socket> WebSocket<S> {
             Message::Close(Some(frame)) => self.conn.close(frame.code, &frame.reason),
             Message::Close(None) => self.conn.close(CloseCode::NORMAL, ""),
         }?;
+        self.flush()
+    }
+
+    /// Sends a message prepared for many connections and writes it, like [`send`](Self::send):
+    /// the frame (and, where this connection compresses without context takeover, the
+    /// compressed payload) is shared with every other connection that sends `prepared`; see
+    /// [`PreparedMessage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        if self.io_failed || self.closed.is_some() {
+            return Err(Error::Send(SendError::Closed));
+        }
+        self.conn.send_prepared(prepared)?;
         self.flush()
     }
 
@@ -1020,6 +1037,33 @@ mod tests {
         fn assert_send<T: Send>() {}
         assert_send::<ClientWebSocket>();
         assert_send::<WebSocket<TcpStream>>();
+    }
+
+    #[test]
+    fn prepared_messages_go_out_like_messages() {
+        let prepared = PreparedMessage::new(Message::binary(vec![3; 70_000]));
+        let mut readers = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let (a, b) = bounded_pair();
+            servers.push(WebSocket::from_raw(
+                Plain(a),
+                Role::Server,
+                WebSocketConfig::default(),
+                &[],
+            ));
+            readers.push(std::thread::spawn(move || {
+                let mut client =
+                    WebSocket::from_raw(Plain(b), Role::Client, WebSocketConfig::default(), &[]);
+                client.read().unwrap()
+            }));
+        }
+        for server in &mut servers {
+            server.send_prepared(&prepared).unwrap();
+        }
+        for reader in readers {
+            assert_eq!(reader.join().unwrap().as_ref(), Some(prepared.message()));
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ use futures_util::StreamExt as _;
 use sockeye_proto::deflate::DeflateParams;
 use sockeye_proto::handshake::Negotiated;
 use sockeye_proto::{
-    CloseCode, Closed, Connection, DataKind, Event, MaskSource, Message, Role, SendError, State,
+    CloseCode, Closed, Connection, DataKind, Event, MaskSource, Message, PreparedMessage, Role,
+    SendError, State,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -264,6 +265,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             return Err(Error::QueueFull);
         }
         self.start_send_inner(message.into())
+    }
+
+    /// Queues a message prepared for many connections without waiting, like
+    /// [`try_send`](Self::try_send): the frame (and, without context takeover, the compressed
+    /// payload) is shared with every other connection that sends `prepared`; see
+    /// [`PreparedMessage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        self.check_usable()?;
+        if self.buffered_amount() >= self.config.write_buffer_high_water {
+            return Err(Error::QueueFull);
+        }
+        self.start_send_prepared(prepared)
+    }
+
+    /// Queues a message prepared for many connections once the outgoing buffer is below its
+    /// high-water mark, without writing it: `SinkExt::feed` for a [`PreparedMessage`] (the
+    /// stream's `Sink` takes [`Message`]s; a second `Sink` impl would make every untyped
+    /// `poll_ready`/`poll_flush`/`poll_close` call ambiguous). The frame (and, without context
+    /// takeover, the compressed payload) is shared with every other connection that sends
+    /// `prepared`. Write with [`flush`](Self::flush).
+    ///
+    /// ```no_run
+    /// # async fn broadcast(subscribers: &mut [sockeye::ServerStream]) -> Result<(), sockeye::Error> {
+    /// use sockeye::{Message, PreparedMessage};
+    ///
+    /// let prepared = PreparedMessage::new(Message::text("price update"));
+    /// for ws in subscribers.iter_mut() {
+    ///     ws.feed_prepared(&prepared).await?;
+    /// }
+    /// for ws in subscribers.iter_mut() {
+    ///     ws.flush().await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it waits for room drops nothing; once it returns the message
+    /// is queued.
+    pub async fn feed_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.start_send_prepared(prepared)
+    }
+
+    /// Sends a message prepared for many connections and waits until it is written, like
+    /// [`send`](Self::send); see [`feed_prepared`](Self::feed_prepared) and
+    /// [`PreparedMessage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.start_send_prepared(prepared)?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
     /// The ready state.
@@ -695,6 +764,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             Message::Close(Some(frame)) => self.conn.close(frame.code, &frame.reason),
             Message::Close(None) => self.conn.close(CloseCode::NORMAL, ""),
         }?;
+        Ok(())
+    }
+
+    fn start_send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        self.check_usable()?;
+        if prepared.message().is_data() {
+            self.note_message();
+        }
+        self.conn.send_prepared(prepared)?;
         Ok(())
     }
 
