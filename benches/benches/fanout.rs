@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use sockeye::{Message, Role, WebSocketConfig, WebSocketStream};
 use sockeye_hub::{Hub, HubConfig, SlowConsumer};
 use tokio::io::DuplexStream;
@@ -174,7 +174,7 @@ async fn run(mode: Mode, subscribers: usize, messages: usize, paced: bool) -> Re
                 writers.push(tokio::spawn(async move {
                     for _ in 0..messages {
                         let message = subscriber.recv().await.expect("not evicted");
-                        ws.feed(message).await.expect("feed");
+                        ws.feed_prepared(&message).await.expect("feed");
                         if subscriber.queued().0 == 0 {
                             ws.flush().await.expect("flush");
                         }
@@ -278,7 +278,7 @@ async fn run_stalled(mode: Mode, subscribers: usize, messages: usize) -> (f64, D
                     subscriber.subscribe("ticker");
                     let writer = tokio::spawn(async move {
                         while let Some(message) = subscriber.recv().await {
-                            ws.feed(message).await.expect("feed");
+                            ws.feed_prepared(&message).await.expect("feed");
                             if subscriber.queued().0 == 0 {
                                 ws.flush().await.expect("flush");
                             }

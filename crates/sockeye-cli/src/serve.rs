@@ -411,7 +411,7 @@ async fn broadcast(
                         // In this order: while `feed` completes at once, nothing waits on the
                         // rest.
                         biased;
-                        result = ws.feed(next) => if result.is_err() { break 'relay },
+                        result = ws.feed_prepared(&next) => if result.is_err() { break 'relay },
                         _ = member.evicted() => break 'relay,
                         // A client that stopped reading cannot take a close frame either.
                         () = shutdown.cancelled() => break 'relay,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use sockeye::{ClientStream, CloseCode, Message};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
@@ -586,4 +586,95 @@ async fn a_closed_stdout_does_not_stop_the_server() {
             .expect("join"),
         CloseCode::GOING_AWAY
     );
+}
+
+/// A compressed broadcast: subscribers that negotiated every kind of permessage-deflate
+/// parameters (context takeover or not on either side, small and large windows) and one
+/// without compression all receive exactly what was published, in order, on one and on two
+/// server threads.
+#[tokio::test]
+async fn a_compressed_broadcast_reaches_every_parameter_set_intact() {
+    use sockeye::{DeflateConfig, WebSocketConfig};
+    let offers = |server_nct: bool, client_nct: bool, server_bits, client_bits| {
+        let mut deflate = DeflateConfig::default();
+        deflate.server_no_context_takeover = server_nct;
+        deflate.client_no_context_takeover = client_nct;
+        deflate.server_max_window_bits = server_bits;
+        deflate.client_max_window_bits = client_bits;
+        Some(deflate)
+    };
+    let configs = [
+        None,
+        offers(false, false, None, None),
+        offers(true, false, None, None),
+        offers(false, true, None, None),
+        offers(true, true, None, None),
+        offers(false, false, Some(9), Some(9)),
+        offers(true, false, Some(10), None),
+        offers(false, false, Some(15), Some(12)),
+    ];
+    // Repetitive text (compresses well, and differently with context takeover), and noise.
+    let messages: Vec<Message> = (0..60u32)
+        .map(|i| {
+            if i % 3 == 2 {
+                let noise: Vec<u8> = (0..700u32)
+                    .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 13) as u8)
+                    .collect();
+                Message::binary(noise)
+            } else {
+                Message::text(format!(
+                    "{{\"seq\":{i},\"text\":\"{}\"}}",
+                    "hello room ".repeat(i as usize % 7 + 1)
+                ))
+            }
+        })
+        .collect();
+    for threads in ["1", "2"] {
+        let server =
+            Serve::start(&["--mode", "broadcast", "--deflate", "--threads", threads]).await;
+        let url = format!("ws://{}/room/deflate", server.addr);
+        let mut subscribers = Vec::new();
+        for deflate in &configs {
+            let config = WebSocketConfig::default().deflate(deflate.clone());
+            let (ws, response) = within("connect", sockeye::connect_with_config(&url, config))
+                .await
+                .expect("connect");
+            let negotiated = response
+                .headers()
+                .get("sec-websocket-extensions")
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
+            assert_eq!(negotiated.is_some(), deflate.is_some(), "{negotiated:?}");
+            subscribers.push((ws, negotiated));
+        }
+        let mut publisher = server.connect("/room/deflate").await;
+        // Every subscriber is in the room once a message sent through it reaches the publisher.
+        for (ws, _) in &mut subscribers {
+            within("send", ws.send(Message::text("joined")))
+                .await
+                .expect("send");
+            assert_eq!(
+                next_data(&mut publisher, "publisher").await,
+                Message::text("joined")
+            );
+        }
+        for message in &messages {
+            within("publish", publisher.feed(message.clone()))
+                .await
+                .expect("feed");
+        }
+        within("flush", publisher.flush()).await.expect("flush");
+        for (ws, negotiated) in &mut subscribers {
+            for (n, message) in messages.iter().enumerate() {
+                // Skipping the other subscribers' "joined", which some of them got.
+                let mut got = next_data(ws, "broadcast").await;
+                while got == Message::text("joined") {
+                    got = next_data(ws, "broadcast").await;
+                }
+                assert_eq!(
+                    &got, message,
+                    "message {n}, threads {threads}, extensions {negotiated:?}"
+                );
+            }
+        }
+    }
 }

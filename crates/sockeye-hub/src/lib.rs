@@ -9,9 +9,12 @@
 //! topics, and writes to its WebSocket what [`Subscriber::recv`] yields; dropping the
 //! `Subscriber` (the connection ended) ends all its subscriptions. [`Hub::publish`] queues the
 //! message for every subscriber of the topic and returns at once: it never waits for a
-//! subscriber. Recipients share the payload: a [`Message`] holds reference-counted
-//! [`Bytes`](sockeye_proto::bytes::Bytes),
-//! so fan-out to N subscribers clones a pointer N times, never the payload.
+//! subscriber. A publish is prepared once for all its recipients: subscribers receive a
+//! [`PreparedMessage`], which shares the payload (reference-counted
+//! [`Bytes`](sockeye_proto::bytes::Bytes)), its frame header, and its compressed form for every
+//! connection that compresses without context takeover
+//! (`sockeye::WebSocketStream::feed_prepared`), so fan-out to N subscribers clones a pointer N
+//! times and frames and compresses the message once, not N times.
 //!
 //! # Slow consumers
 //!
@@ -68,7 +71,8 @@
 //! let mut alice = hub.subscriber();
 //! alice.subscribe("news");
 //! assert_eq!(hub.publish("news", Message::text("hello")), 1);
-//! assert_eq!(alice.recv().await, Some(Message::text("hello")));
+//! let received = alice.recv().await.expect("subscribed");
+//! assert_eq!(received.message(), &Message::text("hello"));
 //! # }
 //! ```
 //!
@@ -98,7 +102,7 @@
 //!                     },
 //!                     outgoing = me.recv() => match outgoing {
 //!                         Some(message) => {
-//!                             if ws.send(message).await.is_err() {
+//!                             if ws.send_prepared(&message).await.is_err() {
 //!                                 break;
 //!                             }
 //!                         }
@@ -131,7 +135,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use sockeye_proto::{CloseCode, Message};
+use sockeye_proto::{CloseCode, Message, PreparedMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -239,7 +243,7 @@ pub struct Hub {
 /// A subscriber's slot in the topics it holds.
 #[derive(Debug)]
 struct Member {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<PreparedMessage>,
     /// Payload bytes in `queue`: added before a message is queued, taken off by
     /// [`Subscriber::recv`].
     queued_size: AtomicUsize,
@@ -301,13 +305,14 @@ impl Inner {
     }
 
     /// Offers `message` (of `size` payload bytes) to `member` at `now`, never waiting.
-    fn offer(&self, member: &Member, message: &Message, size: usize, now: u64) -> Offer {
+    fn offer(&self, member: &Member, message: &PreparedMessage, size: usize, now: u64) -> Offer {
         let config = &self.config;
         let before = member.queued_size.fetch_add(size, Ordering::Relaxed);
         let messages = member.queue.max_capacity() - member.queue.capacity();
         let over = |factor: usize| {
-            messages >= config.max_queued_messages * factor
-                || (before > 0 && before.saturating_add(size) > config.max_queued_size * factor)
+            messages >= config.max_queued_messages.saturating_mul(factor)
+                || (before > 0
+                    && before.saturating_add(size) > config.max_queued_size.saturating_mul(factor))
         };
         let mut offer = Offer::Queued;
         if over(1) {
@@ -337,8 +342,8 @@ impl Inner {
 
     /// Queues `message` for every local subscriber of `topic` but `except`, never waiting;
     /// applies the slow-consumer policy. Returns how many it was queued for.
-    fn deliver_local(&self, topic: &str, message: &Message, except: Option<u64>) -> usize {
-        let size = message.as_payload().len();
+    fn deliver_local(&self, topic: &str, message: &PreparedMessage, except: Option<u64>) -> usize {
+        let size = message.message().as_payload().len();
         let (mut queued, mut backlogged, mut dropped, mut evicted) = (0u64, 0u64, 0u64, 0u64);
         let now = self.now();
         let mut topics = self.lock();
@@ -411,7 +416,7 @@ impl Inner {
             return 0;
         }
         self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-        let queued = self.deliver_local(topic, &message, except);
+        let queued = self.deliver_local(topic, &PreparedMessage::new(message.clone()), except);
         self.backplane.publish(self.node, topic, &message);
         queued
     }
@@ -420,7 +425,7 @@ impl Inner {
 impl LinkedHub for Inner {
     fn deliver_remote(&self, topic: &str, message: &Message) -> usize {
         self.counters.backplane_in.fetch_add(1, Ordering::Relaxed);
-        self.deliver_local(topic, message, None)
+        self.deliver_local(topic, &PreparedMessage::new(message.clone()), None)
     }
 
     fn record_error(&self) {
@@ -540,7 +545,7 @@ pub struct Subscriber {
     id: u64,
     hub: Arc<Inner>,
     member: Arc<Member>,
-    receiver: mpsc::Receiver<Message>,
+    receiver: mpsc::Receiver<PreparedMessage>,
     topics: HashSet<String>,
 }
 
@@ -609,14 +614,14 @@ impl Subscriber {
     /// # Cancel safety
     ///
     /// Cancel-safe: a message is taken from the queue only when this returns it.
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&mut self) -> Option<PreparedMessage> {
         if self.member.evicted.is_cancelled() {
             return None;
         }
         // No need to also wait for the eviction: it happens only when this queue is not empty
         // (full, or holding bytes), and a message in the queue wakes this wait.
         let message = self.receiver.recv().await?;
-        self.took(message.as_payload().len())?;
+        self.took(message.message().as_payload().len())?;
         Some(message)
     }
 
@@ -627,13 +632,16 @@ impl Subscriber {
     /// # Cancel safety
     ///
     /// Cancel-safe: messages are taken from the queue only when this returns them.
-    pub async fn recv_many(&mut self, buffer: &mut Vec<Message>, limit: usize) -> usize {
+    pub async fn recv_many(&mut self, buffer: &mut Vec<PreparedMessage>, limit: usize) -> usize {
         if self.member.evicted.is_cancelled() {
             return 0;
         }
         let start = buffer.len();
         let n = self.receiver.recv_many(buffer, limit).await;
-        let size = buffer[start..].iter().map(|m| m.as_payload().len()).sum();
+        let size = buffer[start..]
+            .iter()
+            .map(|m| m.message().as_payload().len())
+            .sum();
         if self.took(size).is_none() {
             buffer.truncate(start);
             return 0;
@@ -642,12 +650,12 @@ impl Subscriber {
     }
 
     /// A queued message without waiting, if there is one and the subscriber was not evicted.
-    pub fn try_recv(&mut self) -> Option<Message> {
+    pub fn try_recv(&mut self) -> Option<PreparedMessage> {
         if self.member.evicted.is_cancelled() {
             return None;
         }
         let message = self.receiver.try_recv().ok()?;
-        self.took(message.as_payload().len())?;
+        self.took(message.message().as_payload().len())?;
         Some(message)
     }
 
