@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
@@ -45,7 +46,7 @@ pub async fn accept_with_config<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     config: WebSocketConfig,
 ) -> Result<(WebSocketStream<S>, Request<()>), Error> {
-    accept_hooked(io, config, &Hooks::default(), None).await
+    accept_hooked(io, Arc::new(config), &Hooks::default(), None).await
 }
 
 /// The server's hooks into the handshake.
@@ -85,7 +86,7 @@ impl Hooks {
 /// and writes its answer.
 pub(super) async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
-    config: WebSocketConfig,
+    config: Arc<WebSocketConfig>,
     hooks: &Hooks,
     peer: Option<SocketAddr>,
 ) -> Result<(WebSocketStream<S>, Request<()>), Error> {

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::Request;
 use sockeye_proto::handshake::HandshakeError;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
@@ -287,8 +288,14 @@ impl Server {
     pub async fn accept(&self) -> Result<(ServerStream, Request<()>, SocketAddr), Error> {
         let (tcp, peer) = self.listener.accept().await?;
         self.config.apply_tcp_options(&tcp)?;
-        let (ws, request) =
-            upgrade(tcp, peer, &self.config, &self.hooks, self.tls_config()).await?;
+        let (ws, request) = upgrade(
+            tcp,
+            peer,
+            &Arc::new(self.config.clone()),
+            &self.hooks,
+            self.tls_config(),
+        )
+        .await?;
         Ok((ws, request, peer))
     }
 
@@ -363,7 +370,7 @@ impl Server {
         } = self;
         let shared = Arc::new(Shared {
             handler: Arc::new(handler),
-            config,
+            config: Arc::new(config),
             hooks,
             tls,
             http2,
@@ -404,7 +411,7 @@ impl Server {
 /// connection limit and the shutdown signal.
 struct Shared<H, T> {
     handler: Arc<H>,
-    config: WebSocketConfig,
+    config: Arc<WebSocketConfig>,
     hooks: Hooks,
     tls: Option<T>,
     http2: bool,
@@ -515,6 +522,26 @@ async fn serve_connection<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let _permit = permit;
+    // Boxed: the handshake's state (several KiB with TLS) and what it leaves behind are freed
+    // once it is done. A task's size is that of its largest state: here, the handler's future
+    // and these few locals, for the connection's whole life.
+    let Some(connection) = Box::pin(open_connection(tcp, peer, &shared)).await else {
+        return;
+    };
+    connection.await;
+}
+
+/// The handshake of a new connection (or nothing if the server shuts down first), and then
+/// what serves it: the handler, or (HTTP/2) the connection's streams.
+async fn open_connection<H, F>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared<H, TlsConfig>>,
+) -> Option<Either<F, Http2Task>>
+where
+    H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let Shared {
         config,
         hooks,
@@ -522,42 +549,65 @@ async fn serve_connection<H, F>(
         http2,
         shutdown,
         ..
-    } = &*shared;
+    } = &**shared;
     if let Err(e) = config.apply_tcp_options(&tcp) {
         tracing::debug!(%peer, error = %e, "cannot set socket options");
     }
     let accepted = tokio::select! {
-        // Boxed: the handshake's state (several KiB) is freed once it is done,
-        // instead of sizing every connection's task for it.
-        accepted = Box::pin(open(tcp, peer, config, hooks, tls.clone(), *http2)) => accepted,
-        () = shutdown.cancelled() => return,
+        accepted = open(tcp, peer, config, hooks, tls.clone(), *http2) => accepted,
+        () = shutdown.cancelled() => return None,
     };
-    match accepted {
+    Some(match accepted {
         #[cfg(feature = "http2")]
         Ok(Opened::Http2(io)) => {
             tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
             let serve = crate::http2::H2Serve {
-                config: config.clone(),
+                config: WebSocketConfig::clone(config),
                 hooks: hooks.clone(),
                 handler: shared.handler.clone(),
                 shutdown: shutdown.clone(),
                 limit: shared.limit.clone(),
             };
             let tls = io.is_tls();
-            crate::http2::serve_connection(io, peer, tls, serve).await;
+            Either::Right(Box::pin(crate::http2::serve_connection(
+                io, peer, tls, serve,
+            )))
         }
-        Ok(Opened::WebSocket(ws, request)) => {
-            start_handler(&*shared.handler, (*ws, request), peer, shutdown.clone()).await;
+        // Out of its box: moved out of in place, the box would be freed only when this
+        // function's state is.
+        Ok(Opened::WebSocket(ws, request)) => Either::Left(start_handler(
+            &*shared.handler,
+            (unbox(ws), request),
+            peer,
+            shutdown.clone(),
+        )),
+        Err(Error::Handshake(err)) => {
+            log_rejected(peer, &err);
+            return None;
         }
-        Err(Error::Handshake(err)) => log_rejected(peer, &err),
-        Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
-    }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "handshake failed");
+            return None;
+        }
+    })
 }
+
+/// An HTTP/2 connection's task, boxed: its state would otherwise size every connection's task.
+#[cfg(feature = "http2")]
+type Http2Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+#[cfg(not(feature = "http2"))]
+type Http2Task = std::future::Pending<()>;
 
 /// Stands in for a TLS configuration when the `rustls` feature is off: it has no value.
 #[cfg(not(feature = "rustls"))]
 #[derive(Debug, Clone)]
 enum NoTls {}
+
+/// The value of `boxed`, its allocation freed now.
+#[allow(clippy::boxed_local)] // Taking the box is the point: it is freed on return.
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
 
 /// Hands an upgraded connection to the handler. A plain function, not part of the task's async
 /// block: there, the stream and request, once borrowed, would keep slots of their own in the
@@ -580,7 +630,7 @@ where
 async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,
-    config: &WebSocketConfig,
+    config: &Arc<WebSocketConfig>,
     hooks: &Hooks,
     #[cfg(feature = "rustls")] tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     #[cfg(not(feature = "rustls"))] tls: Option<NoTls>,
@@ -627,7 +677,7 @@ enum Opened {
 async fn open(
     tcp: TcpStream,
     peer: SocketAddr,
-    config: &WebSocketConfig,
+    config: &Arc<WebSocketConfig>,
     hooks: &Hooks,
     #[cfg(feature = "rustls")] tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     #[cfg(not(feature = "rustls"))] tls: Option<NoTls>,
@@ -714,7 +764,7 @@ mod tests {
     async fn exchange(request: &str, hooks: &Hooks) -> (String, Result<Request<()>, Error>) {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let config = WebSocketConfig::default();
-        let accepted = accept_hooked(server, config, hooks, None);
+        let accepted = accept_hooked(server, Arc::new(config), hooks, None);
         let talk = async {
             for byte in request.as_bytes() {
                 client.write_all(&[*byte]).await.expect("write");

@@ -97,7 +97,8 @@ pub struct WebSocketStream<S> {
     conn: Connection,
     /// Boxed, like the close state below: a stream lives inline in its task's future, often
     /// more than once, so rarely used parts stay out of it.
-    config: Box<WebSocketConfig>,
+    /// Shared by every connection of a server (one allocation, not one per connection).
+    config: Arc<WebSocketConfig>,
     needs_flush: bool,
     shutdown_pending: bool,
     /// The `Closed` event, once seen; the stream has ended.
@@ -188,10 +189,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     pub fn from_negotiated(
         io: S,
         role: Role,
-        config: WebSocketConfig,
+        config: impl Into<Arc<WebSocketConfig>>,
         negotiated: Negotiated,
         leftover: &[u8],
     ) -> Self {
+        let config = config.into();
         let Negotiated {
             protocol, deflate, ..
         } = negotiated;
@@ -213,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Self {
             io,
             conn,
-            config: Box::new(config),
+            config,
             needs_flush: false,
             shutdown_pending: false,
             closed: None,
