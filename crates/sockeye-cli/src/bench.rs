@@ -58,7 +58,8 @@ frames, and stop once they have every message sent, or --drain-timeout seconds a
   latency    scheduled send to the read that brought the message (HDR histogram, as above)
   messages per read          frames parsed per socket read of a subscriber (server batching)
   server CPU with --pid PID: the server's CPU seconds (/proc/PID/stat) from the end of the
-             warm-up until the subscribers are done, and deliveries per server CPU-second
+             warm-up until the subscribers are done, and the deliveries received in that window
+             per server CPU-second; client CPU: this process's, over the same window
 --connections, --in-flight, --messages, --text and --deflate do not apply.
 
 Exit status:

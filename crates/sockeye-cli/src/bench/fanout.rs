@@ -71,6 +71,8 @@ struct Shared {
     start: Instant,
     /// Payloads scheduled at or after this many nanoseconds are measured.
     measure_from_ns: u64,
+    /// The end of the warm-up.
+    measure_from: Instant,
     size: usize,
     /// Per publisher: messages sent so far (so the next sequence number).
     sent: Vec<Cell<u64>>,
@@ -90,6 +92,9 @@ struct Tally {
     delivered: u64,
     /// Distinct messages received, warm-up included.
     distinct: u64,
+    /// Distinct messages received after the warm-up ended (whenever they were sent): the work
+    /// the server did in the window its CPU time is measured over.
+    received_in_window: u64,
     duplicates: u64,
     out_of_order: u64,
     /// Messages sent (warm-up included) that subscribers did not receive.
@@ -112,6 +117,7 @@ impl Tally {
     fn merge(&mut self, other: Self) {
         self.delivered += other.delivered;
         self.distinct += other.distinct;
+        self.received_in_window += other.received_in_window;
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.missed += other.missed;
@@ -342,6 +348,9 @@ impl<'a> Subscriber<'a> {
         }
         seen[word] |= bit;
         self.tally.distinct += 1;
+        if now >= self.shared.measure_from {
+            self.tally.received_in_window += 1;
+        }
         if seq + 1 < self.next[publisher] {
             self.tally.out_of_order += 1;
         }
@@ -697,6 +706,20 @@ fn process_cpu(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds this process has used (user and system).
+fn own_cpu() -> f64 {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{getrusage, UsageWho};
+        getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+            let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            secs(usage.user_time()) + secs(usage.system_time())
+        })
+    }
+    #[cfg(not(unix))]
+    0.0
+}
+
 /// Raises the soft limit on open files towards the hard one when `needed` descriptors would not
 /// fit.
 #[cfg(unix)]
@@ -818,6 +841,7 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
     let shared = Shared {
         start,
         measure_from_ns: u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX),
+        measure_from,
         size,
         sent: (0..publishers).map(|_| Cell::new(0)).collect(),
         publishing_over: CancellationToken::new(),
@@ -838,7 +862,10 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
     );
 
     let subscribers_done = CancellationToken::new();
-    let cpu = std::cell::Cell::new((None, None));
+    // (server, client) CPU seconds at the end of the warm-up and when the subscribers are done.
+    let cpu = Cell::new(((None, 0.0), (None, 0.0)));
+    let window_end = Cell::new(measure_from);
+    let sample = || (args.pid.and_then(process_cpu), own_cpu());
     let publishing = async {
         let results = futures_util::future::join_all(
             streams
@@ -879,13 +906,14 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
                 subscribe(conn, leftover, &shared, schedule.drain_deadline)
             }))
             .await;
-        cpu.set((cpu.get().0, args.pid.and_then(process_cpu)));
+        cpu.set((cpu.get().0, sample()));
+        window_end.set(Instant::now());
         subscribers_done.cancel();
         tallies
     };
     let sampler = async {
         sleep_until(Some(measure_from)).await;
-        cpu.set((args.pid.and_then(process_cpu), None));
+        cpu.set((sample(), (None, 0.0)));
     };
     let ((measured, publish_errors), tallies, ()) = tokio::join!(publishing, receiving, sampler);
     for tally in tallies {
@@ -894,10 +922,9 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
     for (kind, count) in publish_errors {
         *total.errors.entry(kind).or_default() += count;
     }
-    let server_cpu = match cpu.get() {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let ((server_before, client_before), (server_after, client_after)) = cpu.get();
+    let server_cpu = server_before.zip(server_after).map(|(b, a)| a - b);
+    let client_cpu = client_after - client_before;
     // The measured window: the whole --duration, or until the last measured delivery if later.
     let elapsed = total
         .last_delivery
@@ -906,8 +933,12 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
         })
         .max(duration);
     let latency = shared.latency.into_inner();
-    let report =
-        Report::new(args, size, opened, measured, total, latency, server_cpu).elapsed(elapsed);
+    let report = Report::new(args, size, opened, measured, total, latency, server_cpu)
+        .elapsed(elapsed)
+        .client_cpu(
+            client_cpu,
+            window_end.get().saturating_duration_since(measure_from),
+        );
     report.print(args.json);
     if report.clean() {
         Ok(())
@@ -927,6 +958,11 @@ struct Report<'a> {
     tally: Tally,
     latency: Histogram<u64>,
     server_cpu: Option<f64>,
+    /// This process's CPU seconds over the same window.
+    client_cpu: f64,
+    /// The window the CPU times cover: from the end of the warm-up until the subscribers are
+    /// done.
+    cpu_window: Duration,
     elapsed: Duration,
 }
 
@@ -948,8 +984,16 @@ impl<'a> Report<'a> {
             tally,
             latency,
             server_cpu,
+            client_cpu: 0.0,
+            cpu_window: Duration::ZERO,
             elapsed: Duration::ZERO,
         }
+    }
+
+    fn client_cpu(mut self, secs: f64, window: Duration) -> Self {
+        self.client_cpu = secs;
+        self.cpu_window = window;
+        self
     }
 
     fn elapsed(mut self, elapsed: Duration) -> Self {
@@ -995,7 +1039,7 @@ impl<'a> Report<'a> {
         let per_cpu = self
             .server_cpu
             .filter(|cpu| *cpu > 0.0)
-            .map(|cpu| t.delivered as f64 / cpu);
+            .map(|cpu| t.received_in_window as f64 / cpu);
         let failed = self.args.subscribers as usize - self.opened;
         if json {
             let value = serde_json::json!({
@@ -1027,6 +1071,9 @@ impl<'a> Report<'a> {
                 "frames": t.frames,
                 "messages_per_read": per_read,
                 "server_cpu_secs": self.server_cpu,
+                "received_in_window": t.received_in_window,
+                "client_cpu_secs": self.client_cpu,
+                "cpu_window_secs": self.cpu_window.as_secs_f64(),
                 "deliveries_per_server_cpu_sec": per_cpu,
                 "errors": t.errors,
             });
@@ -1075,11 +1122,16 @@ impl<'a> Report<'a> {
         match (self.server_cpu, per_cpu) {
             (Some(cpu), Some(per_cpu)) => println!(
                 "server CPU: {cpu:.2} s ({:.0} % of one core): {per_cpu:.0} deliveries per CPU-second",
-                100.0 * cpu / secs.max(1e-9)
+                100.0 * cpu / self.cpu_window.as_secs_f64().max(1e-9)
             ),
             (Some(cpu), None) => println!("server CPU: {cpu:.2} s"),
             _ => {}
         }
+        println!(
+            "client CPU: {:.2} s in the {:.2} s from the end of the warm-up to the last subscriber done",
+            self.client_cpu,
+            self.cpu_window.as_secs_f64()
+        );
         let errors: u64 = t.errors.values().sum();
         println!("errors:     {errors}");
         for (kind, count) in &t.errors {
@@ -1146,6 +1198,7 @@ mod tests {
         Shared {
             start: Instant::now(),
             measure_from_ns: 0,
+            measure_from: Instant::now(),
             size,
             sent: (0..publishers).map(|_| Cell::new(0)).collect(),
             publishing_over: CancellationToken::new(),
