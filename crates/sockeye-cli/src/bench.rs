@@ -60,7 +60,10 @@ frames, and stop once they have every message sent, or --drain-timeout seconds a
   server CPU with --pid PID: the server's CPU seconds (/proc/PID/stat) from the end of the
              warm-up until the subscribers are done, and the deliveries received in that window
              per server CPU-second; client CPU: this process's, over the same window
---connections, --in-flight, --messages, --text and --deflate do not apply.
+ws:// and wss:// (with --ca) both work. --connections, --in-flight, --messages, --text and
+--deflate do not apply; the limit and keepalive options apply to the publishers. SIGINT quits a
+fan-out run at once, without a report. Every run ends by itself: at most --warmup + --duration
++ --drain-timeout + 10 s after the subscribers are open.
 
 Exit status:
   0  every connection opened and every echo came back intact (--fanout: every subscriber got

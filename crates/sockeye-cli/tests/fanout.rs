@@ -1,10 +1,13 @@
 //! `sockeye bench --fanout` against `sockeye serve`: a broadcast server delivers every message to
 //! every subscriber once (the counts must add up exactly), an echo server delivers nothing to
-//! them (every message is missed and the exit status says so), and bad usage exits with 2.
+//! them (every message is missed and the exit status says so), a server that goes away
+//! disconnects every subscriber, and bad usage exits with 2.
 
 mod support;
 
-use support::{run, EchoServer};
+use std::time::Duration;
+
+use support::{run, sockeye, EchoServer, Running};
 
 fn parse_json(out: &support::Finished) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
@@ -74,6 +77,40 @@ fn an_echo_server_delivers_nothing_and_the_bench_fails() {
     assert_eq!(report["deliveries"], 0);
     assert_eq!(report["missed"], SUBSCRIBERS * sent, "{report}");
     assert_eq!(report["disconnected"], 0);
+}
+
+#[test]
+fn subscribers_of_a_server_that_goes_away_count_as_disconnected() {
+    let server = EchoServer::start_mode("broadcast", &[]);
+    let mut command = sockeye();
+    command.args([
+        "bench",
+        "--fanout",
+        &format!("{}room", server.url),
+        "--json",
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "3",
+        "--drain-timeout",
+        "1",
+    ]);
+    let bench = Running::start(command);
+    bench.wait_for_stderr("subscribers open");
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(server); // killed: no close frames, the connections reset or end
+    let out = bench.finish();
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    let report = parse_json(&out);
+    assert_eq!(report["disconnected"], 20, "{report}");
+    assert_eq!(report["close_codes"]["1006"], 20, "{report}");
+    let sent = report["messages_sent"].as_u64().expect("messages_sent");
+    let missed = report["missed"].as_u64().expect("missed");
+    // Sent before the kill and delivered; every later one missed by every subscriber.
+    assert!(report["deliveries"].as_u64() > Some(0), "{report}");
+    assert!(missed > 0 && missed < 20 * sent, "{report}");
 }
 
 #[test]

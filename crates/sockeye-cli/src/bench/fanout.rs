@@ -478,6 +478,10 @@ async fn subscribe(
             }
         }
     }
+    if !sub.out.is_empty() {
+        // The reply to a close frame that came with the last bytes read.
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(&sub.out)).await;
+    }
     if let Some(code) = sub.closed {
         disconnected = Some(code);
     }
@@ -489,7 +493,8 @@ async fn subscribe(
         control_frame(0x8, &CloseCode::NORMAL.0.to_be_bytes(), &mut close);
         let _ = tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(&close)).await;
     }
-    sub.tally.missed = shared.total_sent.get().saturating_sub(sub.tally.distinct);
+    // `missed` is set once every subscriber is done: one disconnected early ends before the
+    // total sent is known.
     sub.tally
 }
 
@@ -821,7 +826,7 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
         }
     }
     if opened == 0 || streams.len() != publishers as usize {
-        let report = Report::new(args, size, opened, 0, total, Histogram::new(1)?, None);
+        let report = Report::new(args, size, opened, 0, total, latency_histogram(), None);
         report.print(args.json);
         return Err(Exit(1).into());
     }
@@ -916,7 +921,8 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
         cpu.set((sample(), (None, 0.0)));
     };
     let ((measured, publish_errors), tallies, ()) = tokio::join!(publishing, receiving, sampler);
-    for tally in tallies {
+    for mut tally in tallies {
+        tally.missed = shared.total_sent.get().saturating_sub(tally.distinct);
         total.merge(tally);
     }
     for (kind, count) in publish_errors {
