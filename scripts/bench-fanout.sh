@@ -127,7 +127,8 @@ try:
     r = json.loads(sys.stdin.read() or "{}")
 except ValueError:
     r = {}
-lat = r.get("latency_us", {})
+# No latency without a measured delivery.
+lat = r.get("latency_us", {}) if r.get("deliveries") else {}
 nan = "nan"
 row = [rep, server, subs, offered,
        r.get("achieved_deliveries_per_sec", nan), r.get("missed", nan), r.get("disconnected", nan),
@@ -203,7 +204,7 @@ for subs, offered in order:
             continue
         bun = rows.get((subs, offered, "bun"), {})
         ratios = [r["per_cpu"] / bun[k]["per_cpu"] for k, r in reps.items()
-                  if k in bun and bun[k]["per_cpu"] > 0]
+                  if k in bun and bun[k]["per_cpu"] > 0 and r["per_cpu"] == r["per_cpu"]]
         worst = lambda key: max((r[key] for r in reps.values() if r[key] == r[key]), default=float("nan"))
         failed = sum(1 for r in reps.values() if r["exit"] not in ("0",))
         print(f"| {server}{' (' + str(failed) + ' failed)' if failed else ''} | {subs:,} | {human(offered)} "

@@ -106,11 +106,12 @@ fn subscribers_of_a_server_that_goes_away_count_as_disconnected() {
     let report = parse_json(&out);
     assert_eq!(report["disconnected"], 20, "{report}");
     assert_eq!(report["close_codes"]["1006"], 20, "{report}");
-    let sent = report["messages_sent"].as_u64().expect("messages_sent");
-    let missed = report["missed"].as_u64().expect("missed");
-    // Sent before the kill and delivered; every later one missed by every subscriber.
+    // Sent before the kill and delivered; the publisher's failure is an error too.
     assert!(report["deliveries"].as_u64() > Some(0), "{report}");
-    assert!(missed > 0 && missed < 20 * sent, "{report}");
+    assert!(
+        report["errors"].as_object().is_some_and(|e| !e.is_empty()),
+        "{report}"
+    );
 }
 
 #[test]

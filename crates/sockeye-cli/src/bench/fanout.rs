@@ -868,16 +868,23 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
 
     let subscribers_done = CancellationToken::new();
     // (server, client) CPU seconds at the end of the warm-up and when the subscribers are done.
-    let cpu = Cell::new(((None, 0.0), (None, 0.0)));
+    let cpu_start = Cell::new(None);
+    let cpu_end = Cell::new((None, 0.0));
     let window_end = Cell::new(measure_from);
     let sample = || (args.pid.and_then(process_cpu), own_cpu());
     let publishing = async {
-        let results = futures_util::future::join_all(
-            streams
-                .into_iter()
-                .zip(0..)
-                .map(|(ws, id)| publish(ws, id, publishers, &shared, &schedule)),
-        )
+        let (shared, schedule) = (&shared, &schedule);
+        let results = futures_util::future::join_all(streams.into_iter().zip(0..).map(
+            |(ws, id)| async move {
+                let published = publish(ws, id, publishers, shared, schedule).await;
+                if published.0.is_none() {
+                    // A publisher that failed stops sending, but publishing lasts its
+                    // schedule: subscribers keep watching their connections until then.
+                    tokio::time::sleep_until(schedule.end).await;
+                }
+                published
+            },
+        ))
         .await;
         shared
             .total_sent
@@ -911,14 +918,22 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
                 subscribe(conn, leftover, &shared, schedule.drain_deadline)
             }))
             .await;
-        cpu.set((cpu.get().0, sample()));
+        // Subscribers all gone during the warm-up: the window is empty, not negative.
+        tokio::time::sleep_until(measure_from).await;
+        let end = sample();
+        if cpu_start.get().is_none() {
+            cpu_start.set(Some(end));
+        }
+        cpu_end.set(end);
         window_end.set(Instant::now());
         subscribers_done.cancel();
         tallies
     };
     let sampler = async {
         sleep_until(Some(measure_from)).await;
-        cpu.set((sample(), (None, 0.0)));
+        if cpu_start.get().is_none() {
+            cpu_start.set(Some(sample()));
+        }
     };
     let ((measured, publish_errors), tallies, ()) = tokio::join!(publishing, receiving, sampler);
     for mut tally in tallies {
@@ -928,7 +943,8 @@ pub(super) async fn run(args: &BenchArgs, config: WebSocketConfig) -> anyhow::Re
     for (kind, count) in publish_errors {
         *total.errors.entry(kind).or_default() += count;
     }
-    let ((server_before, client_before), (server_after, client_after)) = cpu.get();
+    let ((server_before, client_before), (server_after, client_after)) =
+        (cpu_start.get().unwrap_or_default(), cpu_end.get());
     let server_cpu = server_before.zip(server_after).map(|(b, a)| a - b);
     let client_cpu = client_after - client_before;
     // The measured window: the whole --duration, or until the last measured delivery if later.
