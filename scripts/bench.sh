@@ -3,7 +3,7 @@
 # fastwebsockets, tokio-websockets, Bun and a raw TCP echo (the ceiling), every Rust server on
 # one thread (Bun: its own event loop, benches/fanout/bun-echo.js).
 #
-#   scripts/bench.sh                      # every scenario, 3 repetitions of 3 s (~6 min)
+#   scripts/bench.sh                      # every scenario, 3 repetitions of 3 s (~9 min)
 #   SECS=10 REPS=5 scripts/bench.sh       # longer
 #   SCENARIOS="20B pipelined" SERVERS="sockeye fastwebsockets" scripts/bench.sh
 #
