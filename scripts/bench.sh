@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Echo throughput, idle memory and handshake rate of sockeye against tokio-tungstenite,
-# fastwebsockets and a raw TCP echo (the ceiling), every server on one thread.
+# fastwebsockets, tokio-websockets, Bun and a raw TCP echo (the ceiling), every Rust server on
+# one thread (Bun: its own event loop, benches/fanout/bun-echo.js).
 #
-#   scripts/bench.sh                      # every scenario, 3 repetitions of 3 s (~6 min)
+#   scripts/bench.sh                      # every scenario, 3 repetitions of 3 s (~9 min)
 #   SECS=10 REPS=5 scripts/bench.sh       # longer
 #   SCENARIOS="20B pipelined" SERVERS="sockeye fastwebsockets" scripts/bench.sh
 #
 # Knobs (environment): SECS (measured seconds per run, 3), WARMUP (0.5), REPS (3),
-# SCENARIOS (names below), SERVERS (sockeye tungstenite fastwebsockets raw),
+# SCENARIOS (names below), SERVERS (sockeye tungstenite fastwebsockets tokio-websockets bun raw;
+# bun is installed with npm ci into benches/fanout/node_modules, see scripts/bench-js.sh),
 # IDLE_CONNS (1000), HANDSHAKE_CONCURRENCY (32), NO_BUILD=1 (use the binaries already built).
 #
 # Repetitions are interleaved: each repetition runs every scenario against every server in
@@ -24,7 +26,7 @@ BIN=$ROOT/target/$PROFILE
 SECS=${SECS:-3}
 WARMUP=${WARMUP:-0.5}
 REPS=${REPS:-3}
-SERVERS=${SERVERS:-"sockeye tungstenite fastwebsockets raw"}
+SERVERS=${SERVERS:-"sockeye tungstenite fastwebsockets tokio-websockets bun raw"}
 ALL_SCENARIOS="20B 1KiB 1KiB-text 64KiB 16MiB pipelined-20B idle-rss handshakes"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -36,6 +38,9 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
     echo "bench: building echo servers and load client (profile $PROFILE: fat LTO, 1 codegen unit)"
     cargo build --quiet --profile "$PROFILE" -p sockeye-bench --bin echo_server --bin load
 fi
+# shellcheck source=scripts/bench-js.sh
+source "$ROOT/scripts/bench-js.sh"
+case " $SERVERS " in *" bun "*) setup_js ;; esac
 mkdir -p "$OUT"
 : >"$OUT/results.tsv"
 : >"$OUT/runs.log"
@@ -61,7 +66,11 @@ start_server() {
     # Removed first: otherwise the previous server's address may be read before the new server
     # has even truncated the log.
     rm -f "$log"
-    "${PIN_SERVER[@]}" "$BIN/echo_server" "$1" 127.0.0.1:0 >"$log" 2>&1 &
+    if [ "$1" = bun ]; then
+        "${PIN_SERVER[@]}" "$BUN" "$JS_DIR/bun-echo.js" 0 >"$log" 2>&1 &
+    else
+        "${PIN_SERVER[@]}" "$BIN/echo_server" "$1" 127.0.0.1:0 >"$log" 2>&1 &
+    fi
     SERVER_PID=$!
     ADDR=""
     for _ in $(seq 1 200); do
@@ -130,7 +139,9 @@ done
     echo "per idle connection, lower is better) and handshakes (connect + opening and closing"
     echo "handshakes per second). Ratios are sockeye/other within each repetition, median"
     echo "(min–max). Client CPU: the load client's CPU time over wall time, all servers (median, max);"
-    echo "server CPU: sockeye server's. Scenarios: 20B, 1KiB, 1KiB-text (UTF-8 validated),"
+    echo "server CPU: sockeye server's. Servers: tokio-tungstenite, fastwebsockets and tokio-websockets as"
+    echo "their own examples write an echo server; Bun $("$BUN" --version 2>/dev/null || echo '?'): Bun.serve echoing in its message handler."
+    echo "Scenarios: 20B, 1KiB, 1KiB-text (UTF-8 validated),"
     echo "pipelined-20B: 100 connections, 1 or 16 messages in flight each; 64KiB: 10 connections;"
     echo "16MiB: 1 connection."
     echo

@@ -1,7 +1,8 @@
-//! Echo servers for `scripts/bench.sh`: sockeye, tokio-tungstenite, fastwebsockets, each written
-//! the way its own documentation shows, and a raw TCP echo as the ceiling.
+//! Echo servers for `scripts/bench.sh`: sockeye, tokio-tungstenite, fastwebsockets,
+//! tokio-websockets, each written the way its own documentation shows, and a raw TCP echo as the
+//! ceiling. (Bun's echo server, also in the matrix, is `benches/fanout/bun-echo.js`.)
 //!
-//! `echo_server <sockeye|tungstenite|fastwebsockets|raw> [ADDR]` listens on `ADDR` (default
+//! `echo_server <sockeye|tungstenite|fastwebsockets|tokio-websockets|raw> [ADDR]` listens on `ADDR` (default
 //! `127.0.0.1:0`), prints `listening on ADDR` on stdout and echoes every text and binary message
 //! until killed. Every server runs on one thread (a current-thread tokio runtime) with
 //! `TCP_NODELAY` on every connection and message limits of 64 MiB, so that the 16 MiB scenario
@@ -44,12 +45,16 @@ fn main() {
                 announce(local);
                 fastwebsockets_server::serve(listener).await;
             }
+            "tokio-websockets" => {
+                announce(local);
+                tokio_websockets_server::serve(listener).await;
+            }
             "raw" => {
                 announce(local);
                 raw_server::serve(listener).await;
             }
             other => {
-                eprintln!("usage: echo_server <sockeye|tungstenite|fastwebsockets|raw> [ADDR] (got {other:?})");
+                eprintln!("usage: echo_server <sockeye|tungstenite|fastwebsockets|tokio-websockets|raw> [ADDR] (got {other:?})");
                 std::process::exit(2);
             }
         }
@@ -178,6 +183,38 @@ mod fastwebsockets_server {
             let _ = tokio::task::unconstrained(handle_client(fut)).await;
         });
         Ok(response)
+    }
+}
+
+mod tokio_websockets_server {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_websockets::{Config, Limits, ServerBuilder};
+
+    /// The echo server of tokio-websockets' README: `ServerBuilder::accept`, then send back every
+    /// text and binary message (the handshake in the connection's task rather than the accept
+    /// loop, as for the other servers). Its outgoing frames are raised from 4 MiB to the message
+    /// limit, so that a 16 MiB echo is one frame, as the load client's first check expects.
+    pub(super) async fn serve(listener: TcpListener) {
+        super::accept_loop(listener, serve_connection).await;
+    }
+
+    async fn serve_connection(stream: TcpStream) {
+        let limits = Limits::default().max_payload_len(Some(super::MAX_MESSAGE));
+        let config = Config::default().frame_size(super::MAX_MESSAGE);
+        let Ok((_request, mut ws)) = ServerBuilder::new()
+            .config(config)
+            .limits(limits)
+            .accept(stream)
+            .await
+        else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                break;
+            }
+        }
     }
 }
 

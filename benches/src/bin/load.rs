@@ -656,15 +656,21 @@ fn summarize(results: &str) -> String {
             .or_default()
             .insert(rep, (num(f[3]), num(f[4]), num(f[5])));
     }
-    let servers = ["sockeye", "tungstenite", "fastwebsockets", "raw"];
+    let servers = servers_in(&table);
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
     let mut out = String::new();
-    out.push_str("| scenario | sockeye | tokio-tungstenite | fastwebsockets | raw TCP | sockeye/tungstenite | sockeye/fastwebsockets | sockeye/raw | client CPU | server CPU |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    let _ = writeln!(
+        out,
+        "| scenario |{}{} client CPU | server CPU |",
+        header(&servers),
+        ratio_header(&servers)
+    );
+    let _ = writeln!(out, "|---|{}---|---|", "---|".repeat(2 * servers.len() - 1));
     for scenario in &order {
         let by_server = &table[scenario];
         let _ = write!(out, "| {scenario} |");
-        for server in servers {
-            match by_server.get(server) {
+        for server in &servers {
+            match by_server.get(*server) {
                 Some(reps) => {
                     let mut rates: Vec<f64> = reps.values().map(|v| v.0).collect();
                     let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
@@ -686,9 +692,11 @@ fn summarize(results: &str) -> String {
                 out.push_str(" — |");
                 continue;
             };
+            // A failed run (rate nan) has no ratio.
             let mut ratios: Vec<f64> = ours
                 .iter()
                 .filter_map(|(rep, v)| theirs.get(rep).map(|w| v.0 / w.0))
+                .filter(|ratio| ratio.is_finite())
                 .collect();
             if ratios.is_empty() {
                 out.push_str(" — |");
@@ -724,6 +732,62 @@ fn summarize(results: &str) -> String {
     out
 }
 
+/// Every server in the results: the known ones in their order (sockeye first: the ratios are
+/// sockeye/other), then any other.
+fn servers_in(table: &BTreeMap<String, BTreeMap<String, Repetitions>>) -> Vec<String> {
+    const KNOWN: [&str; 6] = [
+        "sockeye",
+        "tungstenite",
+        "fastwebsockets",
+        "tokio-websockets",
+        "bun",
+        "raw",
+    ];
+    let mut present: Vec<String> = Vec::new();
+    for server in table.values().flat_map(BTreeMap::keys) {
+        if !present.contains(server) {
+            present.push(server.clone());
+        }
+    }
+    let mut servers: Vec<String> = KNOWN
+        .iter()
+        .filter(|known| present.iter().any(|s| s == *known))
+        .map(|s| (*s).to_owned())
+        .collect();
+    if !servers.iter().any(|s| s == "sockeye") {
+        servers.insert(0, "sockeye".to_owned());
+    }
+    present.sort();
+    servers.extend(present.into_iter().filter(|s| !KNOWN.contains(&s.as_str())));
+    servers
+}
+
+/// How a server is named in the tables.
+fn display_name(server: &str) -> &str {
+    match server {
+        "tungstenite" => "tokio-tungstenite",
+        "bun" => "Bun",
+        "raw" => "raw TCP",
+        other => other,
+    }
+}
+
+/// The server columns of a table header: ` name |` each.
+fn header(servers: &[&str]) -> String {
+    servers
+        .iter()
+        .map(|s| format!(" {} |", display_name(s)))
+        .collect()
+}
+
+/// The ratio columns of a table header: ` sockeye/other |` for every server after sockeye.
+fn ratio_header(servers: &[&str]) -> String {
+    servers[1..]
+        .iter()
+        .map(|s| format!(" sockeye/{s} |"))
+        .collect()
+}
+
 /// The second table: the same runs counted per CPU-second of the server, which does not depend
 /// on whether the server got a whole core (a busy machine) or the client kept it busy (a load
 /// client near 1.0 CPU, as in `handshakes` on an idle machine).
@@ -733,10 +797,15 @@ fn per_server_cpu(
     servers: &[&str],
 ) -> String {
     let mut out = String::from(
-        "\nPer CPU-second of the server (rate / server CPU share), median; ratios paired per repetition:\n\n\
-         | scenario | sockeye | tokio-tungstenite | fastwebsockets | raw TCP | sockeye/tungstenite | sockeye/fastwebsockets | sockeye/raw |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "\nPer CPU-second of the server (rate / server CPU share), median; ratios paired per repetition:\n\n",
     );
+    let _ = writeln!(
+        out,
+        "| scenario |{}{}",
+        header(servers),
+        ratio_header(servers)
+    );
+    let _ = writeln!(out, "|---|{}", "---|".repeat(2 * servers.len() - 1));
     let efficiency = |reps: &Repetitions| -> BTreeMap<u32, f64> {
         reps.iter()
             .filter(|(_, v)| v.2 > 0.0)
@@ -827,8 +896,28 @@ mod tests {
         assert!(summary.contains("**2.50** (2.00–3.00)"), "{summary}");
         assert!(summary.contains(" 250 (200–300) |"), "{summary}");
         // Per server CPU-second: 200/1 and 300/1 against 100/1: the same ratios.
+        assert!(summary.contains("| e | 250 | 100 | 2.50 |"), "{summary}");
+        // Only the servers in the results have columns, sockeye first.
         assert!(
-            summary.contains("| e | 250 | — | 100 | — | — | 2.50 | — |"),
+            summary.contains("| scenario | sockeye | fastwebsockets | sockeye/fastwebsockets |"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn summary_has_a_column_per_server_in_the_results() {
+        let results = "1\te\traw\t400\t0.5\t1\n1\te\tbun\t300\t0.5\t1\n\
+                       1\te\tsockeye\t200\t0.5\t1\n1\te\ttokio-websockets\t100\t0.4\t1\n";
+        let summary = summarize(results);
+        assert!(
+            summary.contains(
+                "| scenario | sockeye | tokio-websockets | Bun | raw TCP | sockeye/tokio-websockets \
+                 | sockeye/bun | sockeye/raw | client CPU | server CPU |"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("**2.00** (2.00–2.00) | **0.67** (0.67–0.67) | **0.50**"),
             "{summary}"
         );
     }

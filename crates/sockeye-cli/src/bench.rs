@@ -1,4 +1,5 @@
-//! `sockeye bench URL`: a load generator for any WebSocket echo server.
+//! `sockeye bench URL`: a load generator for any WebSocket echo server; `sockeye bench --fanout
+//! URL` one for broadcast servers (in [`fanout`]).
 //!
 //! Opens `--connections` connections, keeps up to `--in-flight` messages of `--size` bytes
 //! outstanding on each (optionally paced to `--rate` messages per second in total), for
@@ -23,8 +24,12 @@ use tokio::time::Instant;
 use crate::connect::Exit;
 use crate::{chain, seconds};
 
+mod fanout;
+
 /// The exit statuses and the report, shown by `sockeye bench --help`.
 pub(crate) const EXIT_HELP: &str = "\
+Echo mode (the default) measures round trips; --fanout measures a broadcast server instead.
+
 Report: messages/s and MB/s count echoed messages (payload bytes, each way) over the run: the
 whole --duration, or until the last echo of --messages, both after --warmup (whose echoes are
 checked but not counted). Latency is the round trip of every message, from queuing it to
@@ -35,9 +40,36 @@ messages held up behind a stalled server count that wait (no coordinated omissio
 SIGINT (Ctrl-C) or SIGTERM stops the run early: the echoes outstanding are awaited, and the
 report covers the run until then (marked interrupted). A second one quits at once (status 130).
 
+Fan-out (--fanout): --subscribers connections open to URL, a server that relays every message
+a client sends to every other client on the same path (`sockeye serve --mode broadcast`, Bun's
+ws.subscribe + ws.publish, a Node ws broadcast loop). Once all are open (and 0.5 s later),
+--publishers sockeye clients send --size-byte binary messages (default 100, at least 20) at
+--rate messages/s in total, on a fixed schedule, for --warmup + --duration seconds. Each payload
+carries its publisher, sequence number and scheduled send time. Subscribers read raw frames
+(cheap enough for about a million deliveries a second on one core), answer pings, record close
+frames, and stop once they have every message sent, or --drain-timeout seconds after the end.
+  offered    --rate × subscribers opened (deliveries/s)
+  achieved   deliveries of messages sent after --warmup, per second of --duration (or until
+             the last of them arrived, if later)
+  missed     messages sent (warm-up included) that a subscriber never received, summed over
+             subscribers (a disconnected subscriber misses all it did not get)
+  duplicates, out of order   messages received twice, or after a later one of their publisher
+  disconnected               subscribers the server closed (by close code; 1006: no close frame)
+  latency    scheduled send to the read that brought the message (HDR histogram, as above)
+  messages per read          frames parsed per socket read of a subscriber (server batching)
+  server CPU with --pid PID: the server's CPU seconds (/proc/PID/stat) from the end of the
+             warm-up until the subscribers are done, and the deliveries received in that window
+             per server CPU-second; client CPU: this process's, over the same window
+ws:// and wss:// (with --ca) both work. --connections, --in-flight, --messages, --text and
+--deflate do not apply; the limit and keepalive options apply to the publishers. SIGINT quits a
+fan-out run at once, without a report. Every run ends by itself: at most --warmup + --duration
++ --drain-timeout + 10 s after the subscribers are open.
+
 Exit status:
-  0  every connection opened and every echo came back intact
-  1  a connection failed to open or broke, an echo was wrong or missing
+  0  every connection opened and every echo came back intact (--fanout: every subscriber got
+     every message once, in order, and stayed connected)
+  1  a connection failed to open or broke, an echo was wrong or missing (--fanout: a message
+     was missed, duplicated, out of order or malformed, or a subscriber was disconnected)
   2  bad usage (an invalid option or URL, an unusable --ca file)";
 
 /// Every this many echoes on a connection, the whole payload is compared (the others: length,
@@ -47,35 +79,54 @@ const FULL_CHECK_EVERY: u64 = 64;
 /// Largest `--size`: the library's default message size limit.
 const MAX_SIZE: usize = 16 << 20;
 
+/// The default `--size` of the echo mode.
+const ECHO_SIZE: usize = 125;
+
+/// The default `--size` with `--fanout`.
+const FANOUT_SIZE: usize = 100;
+
 /// Highest latency the histogram records, in microseconds (larger ones are clamped).
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// Arguments of `sockeye bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// The `ws://` or `wss://` URL of an echo server.
+    /// The `ws://` or `wss://` URL of an echo server (with --fanout: of a broadcast server).
     url: String,
+    /// Measure a broadcast server's fan-out instead of echoes (see below).
+    #[arg(long)]
+    fanout: bool,
+    /// With --fanout: subscriber connections, which only receive.
+    #[arg(long, requires = "fanout", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    subscribers: u32,
+    /// With --fanout: publisher connections, which send --rate messages/s between them.
+    #[arg(long, requires = "fanout", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    publishers: u32,
+    /// With --fanout: the server's process id, to report its CPU time (Linux).
+    #[arg(long, requires = "fanout", value_name = "PID")]
+    pid: Option<u32>,
     /// Connections opened at once.
-    #[arg(long, short = 'c', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, short = 'c', default_value_t = 10, conflicts_with = "fanout", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
-    /// Payload size of every message, in bytes (at most 16 MiB).
-    #[arg(long, default_value_t = 125, value_parser = parse_size)]
-    size: usize,
+    /// Payload size of every message, in bytes (at most 16 MiB; default 125, with --fanout 100,
+    /// 20 to 65536).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<usize>,
     /// Messages outstanding (sent, echo not yet received) per connection.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 1, conflicts_with = "fanout", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     in_flight: u32,
     /// Send for this many seconds (default 10 unless --messages is given).
     #[arg(long, value_name = "SECS", conflicts_with = "messages", value_parser = crate::positive)]
     duration: Option<f64>,
     /// Send this many messages in total, then stop.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", conflicts_with = "fanout", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
     /// Messages per second in total, spread over the connections; 0 = as fast as echoes come
-    /// back.
+    /// back. With --fanout (required): sent by the publishers together.
     #[arg(long, value_name = "MSGS_PER_SEC", default_value_t = 0.0, value_parser = crate::non_negative)]
     rate: f64,
     /// Send text messages (ASCII) instead of binary ones.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fanout")]
     text: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -89,7 +140,8 @@ pub(crate) struct BenchArgs {
     /// caches and the CPU's clock settle); --duration and --messages count after it.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = crate::non_negative)]
     warmup: f64,
-    /// At the end, how many seconds to wait for the echoes still outstanding.
+    /// At the end, how many seconds to wait for the echoes (with --fanout: deliveries) still
+    /// outstanding.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = crate::non_negative)]
     drain_timeout: f64,
 }
@@ -218,6 +270,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             return Err(Exit(2).into());
         }
     };
+    if args.fanout {
+        return fanout::run(&args, config).await;
+    }
     if let Err(e) = sockeye::WsUrl::parse(&args.url) {
         eprintln!("sockeye: invalid url {:?}: {e}", args.url);
         return Err(Exit(2).into());
@@ -256,7 +311,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let warmup = seconds(args.warmup).unwrap_or_default();
     let measure_from = start + warmup;
     let plan = Plan {
-        size: args.size,
+        size: args.size.unwrap_or(ECHO_SIZE),
         text: args.text,
         in_flight: args.in_flight as usize,
         interval: seconds(args.rate).map(|_| Duration::from_secs_f64(opened as f64 / args.rate)),
@@ -505,7 +560,8 @@ fn print_report(
     } else {
         0.0
     };
-    let megabytes = rate * args.size as f64 / 1e6;
+    let size = args.size.unwrap_or(ECHO_SIZE);
+    let megabytes = rate * size as f64 / 1e6;
     let failed = args.connections as usize - opened;
     let quantile = |q: f64| {
         if latency.is_empty() {
@@ -519,7 +575,7 @@ fn print_report(
         let value = serde_json::json!({
             "url": args.url,
             "connections": { "requested": args.connections, "opened": opened, "failed": failed },
-            "size": args.size,
+            "size": size,
             "type": if args.text { "text" } else { "binary" },
             "in_flight": args.in_flight,
             "interrupted": report.interrupted,
@@ -543,7 +599,7 @@ fn print_report(
          {} in flight per connection",
         args.url,
         args.connections,
-        args.size,
+        size,
         if args.text { "text" } else { "binary" },
         args.in_flight
     );

@@ -37,7 +37,8 @@ enum Command {
     /// otherwise (one message per line of stdin, one line per message on stdout).
     #[command(after_help = connect::EXIT_HELP)]
     Connect(connect::ConnectArgs),
-    /// Load-test an echo server: messages/s, MB/s, round-trip latency percentiles, errors.
+    /// Load-test an echo server (messages/s, MB/s, round-trip latency percentiles, errors), or
+    /// with --fanout a broadcast server (deliveries/s, missed, latency, server CPU).
     #[command(after_help = bench::EXIT_HELP)]
     Bench(bench::BenchArgs),
 }

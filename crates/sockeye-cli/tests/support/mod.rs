@@ -200,7 +200,8 @@ pub fn run(args: &[&str], input: &[u8]) -> Finished {
     finished
 }
 
-/// A `sockeye serve --mode echo` child on a loopback port, killed when dropped.
+/// A `sockeye serve --mode echo` (or another mode) child on a loopback port, killed when
+/// dropped.
 pub struct EchoServer {
     child: Child,
     /// The `ws://127.0.0.1:PORT/` URL it printed.
@@ -215,8 +216,13 @@ impl EchoServer {
 
     /// Like [`start`](Self::start), with more `sockeye serve` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_mode("echo", extra)
+    }
+
+    /// A `sockeye serve --mode MODE` child (`echo` or `broadcast`), with more arguments.
+    pub fn start_mode(mode: &str, extra: &[&str]) -> Self {
         let mut child = sockeye()
-            .args(["serve", "--listen", "127.0.0.1:0", "--mode", "echo"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--mode", mode])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
