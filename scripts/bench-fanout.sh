@@ -9,8 +9,9 @@
 #
 # Knobs (environment): SECS (measured seconds per run, 5), WARMUP (1), REPS (3), SUBS
 # (subscriber counts, "1000 10000"), RATES (offered deliveries per second, "100000 500000
-# 1000000"; the publish rate is RATE / SUBS), SIZE (100), SERVERS (sockeye bun node),
-# SOCKEYE_THREADS (1; passed as --threads only when `sockeye serve --help` has it),
+# 1000000"; the publish rate is RATE / SUBS), SIZE (100), SERVERS (sockeye bun node; also
+# sockeye-2t: sockeye serve --threads 2, pinned like the others, for the multi-core row),
+# SOCKEYE_THREADS (sockeye serve --threads, 1),
 # DRAIN (drain timeout, 5), NO_BUILD=1 (use target/bench-lto/sockeye as built).
 #
 # sockeye serve runs with its defaults except --max-connections 100000 (its default of 10,000
@@ -68,12 +69,7 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 SOCKEYE_ARGS=(serve --listen 127.0.0.1:0 --mode broadcast --max-connections 100000)
-if "$SOCKEYE" serve --help 2>/dev/null | grep -q -- '--threads'; then
-    SOCKEYE_ARGS+=(--threads "$SOCKEYE_THREADS")
-    SOCKEYE_NOTE="sockeye serve --threads $SOCKEYE_THREADS"
-else
-    SOCKEYE_NOTE="sockeye serve on one thread (no --threads option)"
-fi
+SOCKEYE_NOTE="sockeye serve --threads $SOCKEYE_THREADS (sockeye-2t: --threads 2)"
 
 SERVER_PID=""
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; }
@@ -84,7 +80,9 @@ start_server() {
     local log=$OUT/server.log
     rm -f "$log"
     case $1 in
-        sockeye) "${PIN_SERVER[@]}" "$SOCKEYE" "${SOCKEYE_ARGS[@]}" >"$log" 2>&1 & ;;
+        sockeye) "${PIN_SERVER[@]}" "$SOCKEYE" "${SOCKEYE_ARGS[@]}" --threads "$SOCKEYE_THREADS" >"$log" 2>&1 & ;;
+        # The multi-core row: two threads, on the server's core(s), compared per CPU-second.
+        sockeye-2t) "${PIN_SERVER[@]}" "$SOCKEYE" "${SOCKEYE_ARGS[@]}" --threads 2 >"$log" 2>&1 & ;;
         bun) "${PIN_SERVER[@]}" "$BUN" "$JS_DIR/bun-broadcast.js" 0 >"$log" 2>&1 & ;;
         node) "${PIN_SERVER[@]}" node "$JS_DIR/node-broadcast.mjs" 0 >"$log" 2>&1 & ;;
         *) say "unknown server $1"; exit 2 ;;
