@@ -8,7 +8,8 @@
 #   SCENARIOS="20B pipelined" SERVERS="sockeye fastwebsockets" scripts/bench.sh
 #
 # Knobs (environment): SECS (measured seconds per run, 3), WARMUP (0.5), REPS (3),
-# SCENARIOS (names below), SERVERS (sockeye tungstenite fastwebsockets tokio-websockets bun raw;
+# SCENARIOS (names below), SERVERS (sockeye sockeye-serve tungstenite fastwebsockets
+# tokio-websockets bun raw; sockeye-serve is `sockeye serve --mode echo --threads 1`;
 # bun is installed with npm ci into benches/fanout/node_modules, see scripts/bench-js.sh),
 # IDLE_CONNS (1000), HANDSHAKE_CONCURRENCY (32), NO_BUILD=1 (use the binaries already built).
 #
@@ -26,8 +27,8 @@ BIN=$ROOT/target/$PROFILE
 SECS=${SECS:-3}
 WARMUP=${WARMUP:-0.5}
 REPS=${REPS:-3}
-SERVERS=${SERVERS:-"sockeye tungstenite fastwebsockets tokio-websockets bun raw"}
-ALL_SCENARIOS="20B 1KiB 1KiB-text 64KiB 16MiB pipelined-20B idle-rss handshakes"
+SERVERS=${SERVERS:-"sockeye sockeye-serve tungstenite fastwebsockets tokio-websockets bun raw"}
+ALL_SCENARIOS="20B 1KiB 1KiB-text 64KiB 16MiB pipelined-20B arena idle-rss handshakes"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-32}
@@ -37,6 +38,7 @@ CLIENT_TIMEOUT=$(awk "BEGIN { print int($SECS + $WARMUP + 60) }")
 if [ "${NO_BUILD:-0}" != 1 ]; then
     echo "bench: building echo servers and load client (profile $PROFILE: fat LTO, 1 codegen unit)"
     cargo build --quiet --profile "$PROFILE" -p sockeye-bench --bin echo_server --bin load
+    cargo build --quiet --profile "$PROFILE" -p sockeye-cli --bin sockeye
 fi
 # shellcheck source=scripts/bench-js.sh
 source "$ROOT/scripts/bench-js.sh"
@@ -68,6 +70,10 @@ start_server() {
     rm -f "$log"
     if [ "$1" = bun ]; then
         "${PIN_SERVER[@]}" "$BUN" "$JS_DIR/bun-echo.js" 0 >"$log" 2>&1 &
+    elif [ "$1" = sockeye-serve ]; then
+        # The command as users run it, with its defaults (keepalive on), on one thread.
+        "${PIN_SERVER[@]}" "$BIN/sockeye" serve --listen 127.0.0.1:0 --mode echo --threads 1 \
+            --max-connections 100000 >"$log" 2>&1 &
     else
         "${PIN_SERVER[@]}" "$BIN/echo_server" "$1" 127.0.0.1:0 >"$log" 2>&1 &
     fi
@@ -101,6 +107,8 @@ client_args() {
         64KiB) echo echo "$ADDR" --conns 10 --inflight 1 --size 65536 "${raw[@]}" "${timing[@]}" ;;
         16MiB) echo echo "$ADDR" --conns 1 --inflight 1 --size 16777216 "${raw[@]}" "${timing[@]}" ;;
         pipelined-20B) echo echo "$ADDR" --conns 100 --inflight 16 --size 20 "${raw[@]}" "${timing[@]}" ;;
+        # HttpArena's WebSocket row: 4,096 connections × 16 in flight × 5-byte text.
+        arena) echo echo "$ADDR" --conns 4096 --inflight 16 --size 5 --text "${raw[@]}" "${timing[@]}" ;;
         idle-rss) [ "$server" = raw ] || echo idle "$ADDR" --conns "$IDLE_CONNS" --pid "$SERVER_PID" ;;
         handshakes) [ "$server" = raw ] || echo handshakes "$ADDR" --concurrency "$HANDSHAKE_CONCURRENCY" "${timing[@]}" ;;
         *) echo "bench: unknown scenario $scenario" >&2; exit 2 ;;
@@ -143,7 +151,8 @@ done
     echo "their own examples write an echo server; Bun $("$BUN" --version 2>/dev/null || echo '?'): Bun.serve echoing in its message handler."
     echo "Scenarios: 20B, 1KiB, 1KiB-text (UTF-8 validated),"
     echo "pipelined-20B: 100 connections, 1 or 16 messages in flight each; 64KiB: 10 connections;"
-    echo "16MiB: 1 connection."
+    echo "16MiB: 1 connection; arena: 4,096 connections × 16 in flight × 5-byte text (HttpArena's row)."
+    echo "sockeye: the bench's echo server on sockeye::Server; sockeye-serve: \`sockeye serve --mode echo --threads 1\`."
     echo
     "$BIN/load" summarize "$OUT/results.tsv"
 } >"$OUT/summary.md"
