@@ -56,24 +56,12 @@ mkdir -p "$OUT"
 : >"$OUT/runs.jsonl"
 : >"$OUT/runs.log"
 
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
-    PIN_SERVER=(taskset -c 0)
-    PIN_CLIENT=(taskset -c 1)
-    PINNING="server on core 0, client on core 1"
-else
-    PIN_SERVER=()
-    PIN_CLIENT=()
-    PINNING="not pinned (one core or no taskset)"
-fi
-# Thousands of sockets on each side; both processes inherit this.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 SOCKEYE_ARGS=(serve --listen 127.0.0.1:0 --mode broadcast --max-connections 100000)
 SOCKEYE_NOTE="sockeye serve --threads $SOCKEYE_THREADS (sockeye-2t: --threads 2)"
 
-SERVER_PID=""
-cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; }
-trap cleanup EXIT
 
 # start_server KIND: starts a broadcast server, sets SERVER_PID and ADDR.
 start_server() {

@@ -47,20 +47,8 @@ mkdir -p "$OUT"
 : >"$OUT/results.tsv"
 : >"$OUT/runs.log"
 
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
-    PIN_SERVER=(taskset -c 0)
-    PIN_CLIENT=(taskset -c 1)
-    PINNING="server on core 0, client on core 1"
-else
-    PIN_SERVER=()
-    PIN_CLIENT=()
-    PINNING="not pinned (one core or no taskset)"
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-SERVER_PID=""
-cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; }
-trap cleanup EXIT
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 # start_server KIND: starts the echo server, sets SERVER_PID and ADDR.
 start_server() {

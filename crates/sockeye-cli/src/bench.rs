@@ -619,9 +619,14 @@ fn print_report(
     if report.interrupted {
         println!("interrupted: the run was stopped early by a signal");
     }
-    let errors: u64 = report.errors.values().sum();
-    println!("errors:     {errors}");
-    for (kind, count) in &report.errors {
+    print_errors(&report.errors);
+}
+
+/// The report's error lines: the total, then each kind with its count.
+fn print_errors(errors: &BTreeMap<String, u64>) {
+    let total: u64 = errors.values().sum();
+    println!("errors:     {total}");
+    for (kind, count) in errors {
         println!("  {count} × {kind}");
     }
 }

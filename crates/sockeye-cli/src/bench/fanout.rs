@@ -1154,11 +1154,7 @@ impl<'a> Report<'a> {
             self.client_cpu,
             self.cpu_window.as_secs_f64()
         );
-        let errors: u64 = t.errors.values().sum();
-        println!("errors:     {errors}");
-        for (kind, count) in &t.errors {
-            println!("  {count} × {kind}");
-        }
+        super::print_errors(&t.errors);
     }
 }
 
