@@ -11,6 +11,8 @@
 pub(crate) mod handshake;
 
 use handshake::accept_hooked;
+#[cfg(feature = "http2")]
+use handshake::accept_rewound;
 pub use handshake::{
     accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
     HttpCallback, OriginCallback, OriginPolicy,
@@ -33,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::stream::ServerStream;
+#[cfg(feature = "http2")]
+use crate::transport::Rewind;
 use crate::transport::Transport;
 
 /// A WebSocket server: a TCP listener whose connections are upgraded and handed to a handler.
@@ -373,7 +377,7 @@ impl Server {
                 match accepted {
                     #[cfg(feature = "http2")]
                     Ok(Opened::Http2(io)) => {
-                        tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
+                        tracing::debug!(%peer, tls = io.get_ref().is_tls(), "http/2 connection");
                         let serve = crate::http2::H2Serve {
                             config,
                             hooks,
@@ -381,7 +385,7 @@ impl Server {
                             shutdown,
                             limit,
                         };
-                        let tls = io.is_tls();
+                        let tls = io.get_ref().is_tls();
                         crate::http2::serve_connection(io, peer, tls, serve).await;
                     }
                     Ok(Opened::WebSocket(ws, request)) => {
@@ -473,9 +477,10 @@ async fn accept_tls(
 enum Opened {
     /// An HTTP/1.1 WebSocket upgrade, done.
     WebSocket(Box<ServerStream>, Request<()>),
-    /// An HTTP/2 connection (ALPN `h2`, or the h2c preface), to serve with `h2`.
+    /// An HTTP/2 connection (ALPN `h2`, or the h2c preface), to serve with `h2`; its reads
+    /// first replay the preface read to recognise it.
     #[cfg(feature = "http2")]
-    Http2(Transport<TcpStream>),
+    Http2(Rewind<Transport<TcpStream>>),
 }
 
 /// TLS (when configured) and then, when `http2` is on and the client chose HTTP/2, the HTTP/2
@@ -492,18 +497,24 @@ async fn open(
     #[cfg(feature = "http2")]
     if http2 {
         let io = match tls {
-            Some(tls) => accept_tls(tcp, config, tls).await?,
+            Some(tls) => Rewind::plain(accept_tls(tcp, config, tls).await?),
             None => {
-                if crate::http2::is_h2c(&tcp, config.handshake_timeout).await {
-                    return Ok(Opened::Http2(Transport::Plain(tcp)));
+                // The first bytes tell h2c with prior knowledge from HTTP/1.1; whichever it is
+                // reads them again.
+                let mut tcp = tcp;
+                let (start, h2c) =
+                    crate::http2::read_preface(&mut tcp, config.handshake_timeout).await?;
+                let io = Rewind::new(start, Transport::Plain(tcp));
+                if h2c {
+                    return Ok(Opened::Http2(io));
                 }
-                Transport::Plain(tcp)
+                io
             }
         };
-        if io.alpn_protocol() == Some(b"h2") {
+        if io.get_ref().alpn_protocol() == Some(b"h2") {
             return Ok(Opened::Http2(io));
         }
-        let (ws, request) = accept_hooked(io, config.clone(), hooks, Some(peer)).await?;
+        let (ws, request) = accept_rewound(io, config.clone(), hooks, Some(peer)).await?;
         return Ok(Opened::WebSocket(Box::new(ws), request));
     }
     #[cfg(not(feature = "http2"))]
