@@ -957,3 +957,34 @@ async fn an_http11_upgrade_written_byte_by_byte_reaches_the_handler_whole() {
         (Version::HTTP_11, "/bytes")
     );
 }
+
+/// A WebSocket stream over `max_connections` is refused with the same answer as an HTTP/1.1
+/// connection over it: 503 with `Retry-After: 1` and no body; the HTTP/2 connection and its
+/// open WebSocket go on.
+#[tokio::test]
+async fn a_stream_over_the_connection_limit_gets_503_with_retry_after() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    // One slot for the TCP connection, one for the first WebSocket stream.
+    let (_serving, _seen) = serve_echo(server.max_connections(2));
+    let connection = within(
+        "h2c connect",
+        H2Connection::connect(&origin, WebSocketConfig::default()),
+    )
+    .await
+    .expect("h2c connection");
+    let (mut first, _) = within("first", connection.websocket("/one"))
+        .await
+        .expect("first websocket");
+    match within("second", connection.websocket("/two")).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+            assert!(response.body().is_empty());
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    assert_eq!(
+        round_trip(&mut first, Message::text("still open")).await,
+        Message::text("still open")
+    );
+}

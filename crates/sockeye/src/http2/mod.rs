@@ -321,12 +321,7 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
     };
     let Ok(permit) = route.limit.clone().try_acquire_owned() else {
         tracing::info!(peer = %route.peer, "connection limit reached: 503");
-        let mut response = Response::new(Full::default());
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return h2_response(crate::server::overloaded());
     };
     let (response, negotiated) = route.policy.accept_connect(&head, accept);
     let opening = Opening {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use sockeye_proto::handshake::HandshakeError;
+use sockeye_proto::handshake::{HandshakeError, ServerHandshake};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -74,8 +74,18 @@ pub struct Server {
 /// Default for [`Server::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Answer to a connection over [`Server::max_connections`].
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+/// The answer to a connection (or an HTTP/2 stream) over [`Server::max_connections`]:
+/// `503 Service Unavailable`, `Retry-After: 1`, no body. HTTP/1.1 sends it as the core
+/// serializes refusals (`Content-Length: 0`, `Connection: close`), HTTP/2 as a response.
+pub(crate) fn overloaded() -> http::Response<Vec<u8>> {
+    let mut response = http::Response::new(Vec::new());
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
+}
 
 impl Server {
     /// Listens on `addr` (the first of its addresses that can be bound), with `SO_REUSEADDR`
@@ -333,6 +343,7 @@ impl Server {
             ..
         } = self;
         let handler = Arc::new(handler);
+        let (overloaded, _) = ServerHandshake::reject(overloaded());
         let shutdown = CancellationToken::new();
         let limit = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
         let mut tasks = JoinSet::new();
@@ -353,7 +364,7 @@ impl Server {
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::info!(%peer, "connection limit reached: 503");
                 // Best effort, never waits: the peer gets the answer if its buffer has room.
-                let _ = tcp.try_write(OVERLOADED);
+                let _ = tcp.try_write(&overloaded);
                 continue;
             };
             let handler = handler.clone();
