@@ -893,26 +893,29 @@ async fn an_h2c_preface_split_across_writes_is_recognised() {
     );
 }
 
-/// A client that sends part of the h2c preface and then nothing is dropped after the handshake
-/// timeout, without an answer: neither HTTP/2 nor HTTP/1.1 can start.
+/// A client that sends nothing, or part of the h2c preface, and then waits is dropped after the
+/// handshake timeout, without an answer: neither HTTP/2 nor HTTP/1.1 can start.
 #[tokio::test]
-async fn a_partial_h2c_preface_hits_the_handshake_timeout() {
+async fn a_silent_client_or_a_partial_h2c_preface_hits_the_handshake_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let timeout = std::time::Duration::from_millis(300);
     let (server, origin) = h2c_server(WebSocketConfig::default().handshake_timeout(timeout)).await;
     let (_serving, seen) = serve_echo(server);
     let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
-    let started = std::time::Instant::now();
-    let mut answer = Vec::new();
-    within_for(timeout * 10, "the server drops a stalled preface", async {
-        // Ends at EOF or a reset.
-        let _ = tcp.read_to_end(&mut answer).await;
-    })
-    .await;
-    assert!(started.elapsed() >= timeout, "closed before the timeout");
-    assert!(answer.is_empty(), "answered: {answer:?}");
+    for start in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(start).await.expect("write");
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        within_for(timeout * 10, "the server drops a stalled client", async {
+            // Ends at EOF or a reset.
+            let _ = tcp.read_to_end(&mut answer).await;
+        })
+        .await;
+        let waited = started.elapsed();
+        assert!(waited >= timeout, "closed before the timeout: {waited:?}");
+        assert!(answer.is_empty(), "answered: {answer:?}");
+    }
     assert!(seen.all().is_empty());
 }
 
