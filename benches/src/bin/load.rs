@@ -1,7 +1,7 @@
 //! The load client of `scripts/bench.sh`, and the summary of its results.
 //!
 //! ```text
-//! load echo ADDR --conns N --inflight K --size BYTES [--text] [--raw] [--secs S] [--warmup S] [--pid P]
+//! load echo ADDR --conns N --inflight K --size BYTES [--text] [--raw] [--secs S] [--warmup S] [--pid P] [--messages M]
 //! load handshakes ADDR [--concurrency C] [--secs S] [--pid P]
 //! load idle ADDR --pid P [--conns N]
 //! load summarize RESULTS.tsv
@@ -15,6 +15,11 @@
 //! process's CPU time over wall time, from `getrusage`) and `server_cpu` (the same for `--pid`,
 //! from `/proc/PID/stat`): a client below 1.0 while the server is at about 1.0 is not the
 //! bottleneck.
+//!
+//! `--messages M` makes an echo run a fixed workload instead of a timed one, for instruction
+//! counts (`valgrind --tool=callgrind` on the server) that do not depend on the machine's speed:
+//! no warm-up, each connection sends `ceil(M / (conns × inflight))` batches and the run ends
+//! when all their echoes are back (or after `--secs`, then reported as `incomplete`).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -44,6 +49,8 @@ struct Options {
     warmup: f64,
     pid: Option<u32>,
     concurrency: usize,
+    /// Echo mode: a fixed number of messages instead of a timed run (0: timed).
+    messages: u64,
 }
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
@@ -62,6 +69,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
         warmup: 0.5,
         pid: None,
         concurrency: 32,
+        messages: 0,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -78,6 +86,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
                     "--warmup" => options.warmup = number(),
                     "--pid" => options.pid = Some(number() as u32),
                     "--concurrency" => options.concurrency = number() as usize,
+                    "--messages" => options.messages = number() as u64,
                     _ => usage("unknown flag"),
                 }
             }
@@ -442,15 +451,47 @@ async fn echo(options: Options) -> String {
             .unwrap_or_else(|e| fail(&format!("first echo: {e}")));
         streams.push(stream);
     }
+    let inflight = options.inflight as u64;
+    // A fixed workload: this many batches per connection, then the run ends once all echoes
+    // are back (`all_back`).
+    let rounds = (options.messages > 0).then(|| {
+        options
+            .messages
+            .div_ceil(inflight.max(1) * options.conns.max(1) as u64)
+    });
+    let target = rounds.map_or(u64::MAX, |r| r * inflight * options.conns as u64);
+    let all_back = Rc::new(Notify::new());
     for stream in streams {
         let batch = batch.clone();
         let completed = completed.clone();
-        let inflight = options.inflight as u64;
+        let all_back = all_back.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = drive(stream, &batch, inflight, &completed).await {
+            let run = Run {
+                batch: &batch,
+                inflight,
+                rounds,
+                completed: &completed,
+                target,
+                all_back: &all_back,
+            };
+            if let Err(e) = drive(stream, run).await {
                 eprintln!("load: connection ended: {e}");
             }
         });
+    }
+    if rounds.is_some() {
+        let meter = CpuMeter::start(options.pid);
+        let limit = Duration::from_secs_f64(options.secs);
+        let complete = tokio::time::timeout(limit, all_back.notified())
+            .await
+            .is_ok();
+        let (wall, client_cpu, server_cpu) = meter.stop();
+        let done = completed.get();
+        return format!(
+            "rate={:.1} messages={done} secs={wall:.3} client_cpu={client_cpu:.2} server_cpu={server_cpu:.2}{}",
+            done as f64 / wall,
+            if complete { "" } else { " incomplete" }
+        );
     }
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
     let before = completed.get();
@@ -470,19 +511,38 @@ fn fail(why: &str) -> ! {
     std::process::exit(1);
 }
 
+/// What one connection of an echo run sends and where it counts the echoes.
+struct Run<'a> {
+    /// The in-flight batch, written with one write.
+    batch: &'a [u8],
+    /// Messages in the batch.
+    inflight: u64,
+    /// Batches to send, or `None` to send until the process ends.
+    rounds: Option<u64>,
+    /// Echoes received over all connections.
+    completed: &'a Cell<u64>,
+    /// `all_back` is notified once `completed` reaches this.
+    target: u64,
+    all_back: &'a Notify,
+}
+
 /// Writes a batch, waits for all its echoes while reading continuously (a 16 MiB batch to a raw
 /// echo comes back while it is still being written), repeats.
-async fn drive(
-    mut stream: TcpStream,
-    batch: &[u8],
-    inflight: u64,
-    completed: &Cell<u64>,
-) -> Result<(), String> {
+async fn drive(mut stream: TcpStream, run: Run<'_>) -> Result<(), String> {
     let (mut reader, mut writer) = stream.split();
     let round_done = Notify::new();
     let write = async {
+        let mut sent = 0u64;
         loop {
-            writer.write_all(batch).await.map_err(|e| e.to_string())?;
+            if run.rounds.is_some_and(|rounds| sent == rounds) {
+                // Done sending; the read side keeps counting the last echoes.
+                std::future::pending::<()>().await;
+            }
+            writer
+                .write_all(run.batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            sent += 1;
             round_done.notified().await;
         }
     };
@@ -496,9 +556,12 @@ async fn drive(
                 return Err("server closed the connection".to_owned());
             }
             received += counter.feed(&buf[..n])?;
-            while received >= inflight {
-                received -= inflight;
-                completed.set(completed.get() + inflight);
+            while received >= run.inflight {
+                received -= run.inflight;
+                run.completed.set(run.completed.get() + run.inflight);
+                if run.completed.get() >= run.target {
+                    run.all_back.notify_one();
+                }
                 round_done.notify_one();
             }
         }

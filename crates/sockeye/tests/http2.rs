@@ -858,3 +858,136 @@ async fn extended_connects_with_connection_specific_headers_are_reset() {
     .await;
     assert_eq!(seen.all().len(), 1);
 }
+
+/// The h2c preface sent in pieces with pauses between them still opens an HTTP/2 connection:
+/// the server reads until it can tell, then hands HTTP/2 every byte it read (its SETTINGS
+/// answer shows hyper took the preface).
+#[tokio::test]
+async fn an_h2c_preface_split_across_writes_is_recognised() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, _seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    for piece in [
+        &preface[..1],
+        &preface[1..5],
+        &preface[5..23],
+        &preface[23..],
+    ] {
+        tcp.write_all(piece).await.expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .expect("write settings");
+    let mut header = [0; 9];
+    within("the server's first frame", tcp.read_exact(&mut header))
+        .await
+        .expect("read");
+    assert_eq!(
+        header[3], 4,
+        "the server's first frame is SETTINGS: {header:?}"
+    );
+}
+
+/// A client that sends nothing, or part of the h2c preface, and then waits is dropped after the
+/// handshake timeout, without an answer: neither HTTP/2 nor HTTP/1.1 can start.
+#[tokio::test]
+async fn a_silent_client_or_a_partial_h2c_preface_hits_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let timeout = std::time::Duration::from_millis(300);
+    let (server, origin) = h2c_server(WebSocketConfig::default().handshake_timeout(timeout)).await;
+    let (_serving, seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+    for start in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(start).await.expect("write");
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        within_for(timeout * 10, "the server drops a stalled client", async {
+            // Ends at EOF or a reset.
+            let _ = tcp.read_to_end(&mut answer).await;
+        })
+        .await;
+        let waited = started.elapsed();
+        assert!(waited >= timeout, "closed before the timeout: {waited:?}");
+        assert!(answer.is_empty(), "answered: {answer:?}");
+    }
+    assert!(seen.all().is_empty());
+}
+
+/// An HTTP/1.1 upgrade to an h2c-enabled server, written one byte at a time and followed at
+/// once by a frame: the bytes read to rule out HTTP/2 are part of the request, and the frame
+/// sent with the request's end reaches the WebSocket.
+#[tokio::test]
+async fn an_http11_upgrade_written_byte_by_byte_reaches_the_handler_whole() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    let (_serving, seen) = serve_echo(server);
+    let addr: SocketAddr = origin.trim_start_matches("ws://").parse().expect("addr");
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /bytes HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let (head, end) = request.as_bytes().split_at(request.len() - 1);
+    for byte in head {
+        tcp.write_all(&[*byte]).await.expect("write");
+    }
+    // The request's last byte and a masked binary frame "hi" (key 0): one write.
+    let frame = [0x82, 0x82, 0, 0, 0, 0, b'h', b'i'];
+    tcp.write_all(&[end, &frame[..]].concat())
+        .await
+        .expect("write");
+    let mut seen_bytes = Vec::new();
+    let mut chunk = [0; 512];
+    within("the 101 and the echo", async {
+        while !seen_bytes.ends_with(&[0x82, 2, b'h', b'i']) {
+            let n = tcp.read(&mut chunk).await.expect("read");
+            assert_ne!(n, 0, "closed: {}", String::from_utf8_lossy(&seen_bytes));
+            seen_bytes.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(seen_bytes.starts_with(b"HTTP/1.1 101 "));
+    let seen = seen.all();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].0, seen[0].2.as_str()),
+        (Version::HTTP_11, "/bytes")
+    );
+}
+
+/// A WebSocket stream over `max_connections` is refused with the same answer as an HTTP/1.1
+/// connection over it: 503 with `Retry-After: 1` and no body; the HTTP/2 connection and its
+/// open WebSocket go on.
+#[tokio::test]
+async fn a_stream_over_the_connection_limit_gets_503_with_retry_after() {
+    let (server, origin) = h2c_server(WebSocketConfig::default()).await;
+    // One slot for the TCP connection, one for the first WebSocket stream.
+    let (_serving, _seen) = serve_echo(server.max_connections(2));
+    let connection = within(
+        "h2c connect",
+        H2Connection::connect(&origin, WebSocketConfig::default()),
+    )
+    .await
+    .expect("h2c connection");
+    let (mut first, _) = within("first", connection.websocket("/one"))
+        .await
+        .expect("first websocket");
+    match within("second", connection.websocket("/two")).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+            assert!(response.body().is_empty());
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    assert_eq!(
+        round_trip(&mut first, Message::text("still open")).await,
+        Message::text("still open")
+    );
+}

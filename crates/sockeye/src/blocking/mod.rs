@@ -42,7 +42,7 @@
 //! timeout on the socket (through [`WebSocket::get_ref`]) to bound a read: it then fails with
 //! [`Error::Io`] of kind `WouldBlock` or `TimedOut` and the connection stays usable.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::rng::{nonce, OsMaskSource};
 use crate::server::{upgrade_or_end, Ending, Hooks, Upgrade};
-use crate::stream::MAX_WRITE_SLICES;
+use crate::stream::write_queued;
 
 /// What the blocking API needs from a transport besides [`Read`] and [`Write`]: timeouts (to
 /// bound the handshake and the close handshake) and a half-close (to end the connection).
@@ -364,9 +364,12 @@ impl<S: Socket> WebSocket<S> {
         }
         loop {
             // Written straight from the connection's queue, large shared payloads uncopied.
-            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-            let count = self.conn.poll_write_slices(&mut slices);
-            if count == 0 {
+            let io = &mut self.io;
+            let written = write_queued(&mut self.conn, true, |slices| match slices {
+                [one] => io.write(one),
+                several => io.write_vectored(several),
+            });
+            let Some(written) = written else {
                 if self.conn.take_shutdown() {
                     // The close handshake is over; a peer that already went away makes the
                     // half-close fail, which changes nothing.
@@ -383,11 +386,6 @@ impl<S: Socket> WebSocket<S> {
                     self.needs_flush = false;
                 }
                 return Ok(());
-            }
-            let written = if count > 1 {
-                self.io.write_vectored(&slices[..count])
-            } else {
-                self.io.write(&slices[0])
             };
             match written {
                 Ok(0) => return Err(self.write_failed(io::ErrorKind::WriteZero.into())),

@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -43,7 +43,7 @@ use sockeye_proto::handshake::{
     HandshakeError, Negotiated, ServerPolicy, MAX_REFUSAL_BODY, WEBSOCKET_PROTOCOL,
 };
 use sockeye_proto::Role;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -100,12 +100,12 @@ struct Route {
     opened: mpsc::UnboundedSender<Opening>,
 }
 
-/// Whether the bytes peeked at the start of a cleartext connection are (so far) the HTTP/2
-/// preface: `Some(true)` when complete, `Some(false)` when they are not, `None` when more
-/// bytes are needed to tell.
-pub(crate) fn preface_state(peeked: &[u8]) -> Option<bool> {
-    let n = peeked.len().min(PREFACE.len());
-    if peeked[..n] != PREFACE[..n] {
+/// Whether the first bytes of a cleartext connection are (so far) the HTTP/2 preface:
+/// `Some(true)` when complete, `Some(false)` when they are not, `None` when more bytes are
+/// needed to tell.
+pub(crate) fn preface_state(start: &[u8]) -> Option<bool> {
+    let n = start.len().min(PREFACE.len());
+    if start[..n] != PREFACE[..n] {
         Some(false)
     } else if n == PREFACE.len() {
         Some(true)
@@ -114,25 +114,38 @@ pub(crate) fn preface_state(peeked: &[u8]) -> Option<bool> {
     }
 }
 
-/// Whether a cleartext connection starts with the HTTP/2 preface, without consuming it; gives
-/// up (answering `false`) after `timeout`.
-pub(crate) async fn is_h2c(tcp: &TcpStream, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0; PREFACE.len()];
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let peeked = match tokio::time::timeout(remaining, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            // EOF, error or timeout: the HTTP/1.1 path reports it.
-            _ => return false,
-        };
-        match preface_state(&buf[..peeked]) {
-            Some(found) => return found,
-            // A partial preface: `peek` would return the same bytes at once, so wait a little
-            // for the rest (bounded by the deadline).
-            None => tokio::time::sleep(Duration::from_millis(5)).await,
+/// Reads the first bytes of a cleartext connection until they show whether it starts with the
+/// HTTP/2 preface (RFC 9113 §3.4): at most the preface's 24 bytes, fewer as soon as one differs
+/// or at end of stream (then `false`: the HTTP/1.1 handshake, fed the same bytes, reports it).
+/// Returns the bytes read, for the transport to replay, and whether they are the preface.
+///
+/// # Errors
+///
+/// [`Error::HandshakeTimeout`] when a client sends part of the preface and then nothing until
+/// `timeout`; [`Error::Io`].
+pub(crate) async fn read_preface(
+    tcp: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(Vec<u8>, bool), Error> {
+    let mut start = [0; PREFACE.len()];
+    let mut filled = 0;
+    let read = async {
+        loop {
+            // Only as much as the rest of the preface: whatever follows stays in the socket.
+            let n = tcp.read(&mut start[filled..]).await?;
+            filled += n;
+            if n == 0 {
+                return Ok::<_, io::Error>(false);
+            }
+            if let Some(found) = preface_state(&start[..filled]) {
+                return Ok(found);
+            }
         }
-    }
+    };
+    let found = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Error::HandshakeTimeout)??;
+    Ok((start[..filled].to_vec(), found))
 }
 
 /// Serves one HTTP/2 connection until the peer closes it and its WebSocket handlers are done,
@@ -308,12 +321,7 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
     };
     let Ok(permit) = route.limit.clone().try_acquire_owned() else {
         tracing::info!(peer = %route.peer, "connection limit reached: 503");
-        let mut response = Response::new(Full::default());
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return h2_response(crate::server::overloaded());
     };
     let (response, negotiated) = route.policy.accept_connect(&head, accept);
     let opening = Opening {

@@ -2,6 +2,7 @@
 //! the core's [`ServerHandshake`] (the Origin policy, the handshake callback, the subprotocol
 //! choice, refusals and plain-HTTP answers all live there) and writes its answer.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::stream::WebSocketStream;
+use crate::transport::Rewind;
 
 /// Accepts a WebSocket connection on `io` with default settings.
 ///
@@ -85,7 +87,18 @@ impl Hooks {
 /// The HTTP/1.1 handshake over tokio: feeds what the client sends to a [`ServerHandshake`]
 /// and writes its answer.
 pub(super) async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
+    io: S,
+    config: Arc<WebSocketConfig>,
+    hooks: &Hooks,
+    peer: Option<SocketAddr>,
+) -> Result<(WebSocketStream<S>, Request<()>), Error> {
+    accept_rewound(Rewind::plain(io), config, hooks, peer).await
+}
+
+/// [`accept_hooked`] on a transport whose first bytes were already read (the server looked
+/// for the HTTP/2 preface): the request is read from `io`, which replays them first.
+pub(super) async fn accept_rewound<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: Rewind<S>,
     config: Arc<WebSocketConfig>,
     hooks: &Hooks,
     peer: Option<SocketAddr>,
@@ -103,9 +116,16 @@ pub(super) async fn accept_hooked<S: AsyncRead + AsyncWrite + Unpin>(
         }) => {
             io.write_all(&response).await?;
             io.flush().await?;
-            let leftover = handshake.leftover();
+            let (io, unread) = io.into_parts();
+            // The handshake read everything replayed (its first read has room for more than
+            // the few bytes looked at); should some be left, they follow its leftover.
+            let leftover = if unread.is_empty() {
+                Cow::Borrowed(handshake.leftover())
+            } else {
+                Cow::Owned([handshake.leftover(), &unread].concat())
+            };
             let ws =
-                WebSocketStream::from_negotiated(io, Role::Server, config, negotiated, leftover);
+                WebSocketStream::from_negotiated(io, Role::Server, config, negotiated, &leftover);
             Ok((ws, request))
         }
         Err(Ending { bytes, error }) => {

@@ -11,6 +11,8 @@
 pub(crate) mod handshake;
 
 use handshake::accept_hooked;
+#[cfg(feature = "http2")]
+use handshake::accept_rewound;
 pub use handshake::{
     accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
     HttpCallback, OriginCallback, OriginPolicy,
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use futures_util::future::Either;
 use http::Request;
-use sockeye_proto::handshake::HandshakeError;
+use sockeye_proto::handshake::{HandshakeError, ServerHandshake};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -34,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::stream::ServerStream;
+#[cfg(feature = "http2")]
+use crate::transport::Rewind;
 use crate::transport::Transport;
 
 /// A WebSocket server: a TCP listener whose connections are upgraded and handed to a handler.
@@ -72,8 +76,18 @@ pub struct Server {
 /// Default for [`Server::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Answer to a connection over [`Server::max_connections`].
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+/// The answer to a connection (or an HTTP/2 stream) over [`Server::max_connections`]:
+/// `503 Service Unavailable`, `Retry-After: 1`, no body. HTTP/1.1 sends it as the core
+/// serializes refusals (`Content-Length: 0`, `Connection: close`), HTTP/2 as a response.
+pub(crate) fn overloaded() -> http::Response<Vec<u8>> {
+    let mut response = http::Response::new(Vec::new());
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
+}
 
 impl Server {
     /// Listens on `addr` (the first of its addresses that can be bound), with `SO_REUSEADDR`
@@ -471,6 +485,7 @@ async fn accept_loop<H, F>(
     H: Fn(ServerStream, Request<()>) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let (overloaded, _) = ServerHandshake::reject(overloaded());
     let mut tasks = JoinSet::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -489,7 +504,7 @@ async fn accept_loop<H, F>(
         let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
             tracing::info!(%peer, "connection limit reached: 503");
             // Best effort, never waits: the peer gets the answer if its buffer has room.
-            let _ = tcp.try_write(OVERLOADED);
+            let _ = tcp.try_write(&overloaded);
             continue;
         };
         tasks.spawn(serve_connection(tcp, peer, permit, shared.clone()));
@@ -560,7 +575,7 @@ where
     Some(match accepted {
         #[cfg(feature = "http2")]
         Ok(Opened::Http2(io)) => {
-            tracing::debug!(%peer, tls = io.is_tls(), "http/2 connection");
+            tracing::debug!(%peer, tls = io.get_ref().is_tls(), "http/2 connection");
             let serve = crate::http2::H2Serve {
                 config: WebSocketConfig::clone(config),
                 hooks: hooks.clone(),
@@ -568,7 +583,7 @@ where
                 shutdown: shutdown.clone(),
                 limit: shared.limit.clone(),
             };
-            let tls = io.is_tls();
+            let tls = io.get_ref().is_tls();
             Either::Right(Box::pin(crate::http2::serve_connection(
                 io, peer, tls, serve,
             )))
@@ -667,9 +682,10 @@ async fn accept_tls(
 enum Opened {
     /// An HTTP/1.1 WebSocket upgrade, done.
     WebSocket(Box<ServerStream>, Request<()>),
-    /// An HTTP/2 connection (ALPN `h2`, or the h2c preface), to serve with `h2`.
+    /// An HTTP/2 connection (ALPN `h2`, or the h2c preface), to serve with `h2`; its reads
+    /// first replay the preface read to recognise it.
     #[cfg(feature = "http2")]
-    Http2(Transport<TcpStream>),
+    Http2(Rewind<Transport<TcpStream>>),
 }
 
 /// TLS (when configured) and then, when `http2` is on and the client chose HTTP/2, the HTTP/2
@@ -686,18 +702,24 @@ async fn open(
     #[cfg(feature = "http2")]
     if http2 {
         let io = match tls {
-            Some(tls) => accept_tls(tcp, config, tls).await?,
+            Some(tls) => Rewind::plain(accept_tls(tcp, config, tls).await?),
             None => {
-                if crate::http2::is_h2c(&tcp, config.handshake_timeout).await {
-                    return Ok(Opened::Http2(Transport::Plain(tcp)));
+                // The first bytes tell h2c with prior knowledge from HTTP/1.1; whichever it is
+                // reads them again.
+                let mut tcp = tcp;
+                let (start, h2c) =
+                    crate::http2::read_preface(&mut tcp, config.handshake_timeout).await?;
+                let io = Rewind::new(start, Transport::Plain(tcp));
+                if h2c {
+                    return Ok(Opened::Http2(io));
                 }
-                Transport::Plain(tcp)
+                io
             }
         };
-        if io.alpn_protocol() == Some(b"h2") {
+        if io.get_ref().alpn_protocol() == Some(b"h2") {
             return Ok(Opened::Http2(io));
         }
-        let (ws, request) = accept_hooked(io, config.clone(), hooks, Some(peer)).await?;
+        let (ws, request) = accept_rewound(io, config.clone(), hooks, Some(peer)).await?;
         return Ok(Opened::WebSocket(Box::new(ws), request));
     }
     #[cfg(not(feature = "http2"))]

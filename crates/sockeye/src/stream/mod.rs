@@ -146,7 +146,34 @@ thread_local! {
 
 /// Most slices given to one vectored write (Linux's `IOV_MAX` is 1,024; a burst of large
 /// messages beyond this goes out in several writes).
-pub(crate) const MAX_WRITE_SLICES: usize = 64;
+const MAX_WRITE_SLICES: usize = 64;
+
+/// Hands the next write of `conn`'s queue to `write`: every slice (up to
+/// [`MAX_WRITE_SLICES`]) when there are several and the transport writes `vectored`, else the
+/// first one alone; `None` when nothing is queued. The caller then reports what was written
+/// with [`Connection::advance_written`]. Shared by the async stream and the blocking API.
+///
+/// Two slots are filled first and the long array only for a vectored write of several slices:
+/// most writes are one slice (frames encoded into one buffer), and this runs on every poll of
+/// the stream, mostly to find nothing queued. Filling 64 empty slices each time cost about 8% of
+/// a 1 KiB echo's instructions.
+pub(crate) fn write_queued<R>(
+    conn: &mut Connection,
+    vectored: bool,
+    write: impl FnOnce(&[IoSlice<'_>]) -> R,
+) -> Option<R> {
+    let mut first = [IoSlice::new(&[]); 2];
+    match conn.poll_write_slices(&mut first) {
+        0 => None,
+        1 => Some(write(&first[..1])),
+        _ if vectored => {
+            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+            let count = conn.poll_write_slices(&mut slices);
+            Some(write(&slices[..count]))
+        }
+        _ => Some(write(&first[..1])),
+    }
+}
 
 /// Payload of keepalive pings.
 const KEEPALIVE_PAYLOAD: &[u8] = b"sockeye-keepalive";
@@ -538,9 +565,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     fn poll_drain_io(&mut self) -> Poll<io::Result<()>> {
         loop {
             let mut halves_cx = Context::from_waker(&self.both_halves);
-            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-            let count = self.conn.poll_write_slices(&mut slices);
-            if count == 0 {
+            let io = &mut self.io;
+            let written = write_queued(
+                &mut self.conn,
+                io.is_write_vectored(),
+                |slices| match slices {
+                    [one] => Pin::new(io).poll_write(&mut halves_cx, one),
+                    several => Pin::new(io).poll_write_vectored(&mut halves_cx, several),
+                },
+            );
+            let Some(written) = written else {
                 if self.conn.take_shutdown() {
                     self.shutdown_pending = true;
                 }
@@ -555,11 +589,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     self.needs_flush = false;
                 }
                 return Poll::Ready(Ok(()));
-            }
-            let written = if count > 1 && self.io.is_write_vectored() {
-                Pin::new(&mut self.io).poll_write_vectored(&mut halves_cx, &slices[..count])
-            } else {
-                Pin::new(&mut self.io).poll_write(&mut halves_cx, &slices[0])
             };
             let n = match written {
                 Poll::Ready(result) => result?,

@@ -6,11 +6,13 @@
 
 #[cfg(feature = "http2")]
 mod h2_stream;
+mod rewind;
 #[cfg(feature = "rustls")]
 pub mod tls;
 
 #[cfg(feature = "http2")]
 pub(crate) use h2_stream::H2Stream;
+pub(crate) use rewind::Rewind;
 
 use std::io;
 use std::pin::Pin;
