@@ -1207,11 +1207,16 @@ fn round_trip(client_config: &DeflateConfig, server_config: &DeflateConfig, seed
     );
     let (client_params, server_params) = negotiate(client_config, server_config);
     // What the agreement must be, from RFC 7692 §7.1: requests are granted, windows are the
-    // smaller of what either side asks for.
+    // smaller of what either side asks for, and a server that does not allow context takeover
+    // resets both contexts unasked (§7.1.1.1, §7.1.1.2).
     let bits = |a: Option<u8>, b: Option<u8>| a.unwrap_or(15).min(b.unwrap_or(15));
     let expected = (
-        client_config.server_no_context_takeover || server_config.server_no_context_takeover,
-        client_config.client_no_context_takeover || server_config.client_no_context_takeover,
+        client_config.server_no_context_takeover
+            || server_config.server_no_context_takeover
+            || !server_config.server_context_takeover,
+        client_config.client_no_context_takeover
+            || server_config.client_no_context_takeover
+            || !server_config.client_context_takeover,
         bits(
             client_config.server_max_window_bits,
             server_config.server_max_window_bits,
@@ -1316,11 +1321,19 @@ fn pair_round_trips_every_parameter_combination() {
                         c.server_max_window_bits = server_max_window_bits;
                         c.client_max_window_bits = client_max_window_bits;
                     });
-                    // Asked for by the client, then imposed by the server.
+                    let allowing = |mut config: DeflateConfig| {
+                        config.server_context_takeover = true;
+                        config.client_context_takeover = true;
+                        config
+                    };
+                    // Asked for by the client (of a server that allows context takeover, and of
+                    // a default one, which resets both), then imposed by the server.
+                    seed += 1;
+                    round_trip(&combo, &allowing(DeflateConfig::default()), seed);
                     seed += 1;
                     round_trip(&combo, &DeflateConfig::default(), seed);
                     seed += 1;
-                    round_trip(&DeflateConfig::default(), &combo, seed);
+                    round_trip(&DeflateConfig::default(), &allowing(combo), seed);
                 }
             }
         }

@@ -90,14 +90,18 @@ fn configs() -> Vec<(DeflateConfig, DeflateConfig)> {
                 client.client_no_context_takeover = client_nct;
                 client.server_max_window_bits = Some(bits);
                 client.client_max_window_bits = Some(bits);
-                let server = DeflateConfig::default();
+                // A server that allows context takeover: the client's requests decide.
+                let mut server = DeflateConfig::default();
+                server.server_context_takeover = true;
+                server.client_context_takeover = true;
                 all.push((client, server));
             }
         }
     }
+    // The default server: no context takeover either way, whatever the client asked.
+    all.push((DeflateConfig::default(), DeflateConfig::default()));
     let mut threshold = DeflateConfig::default();
     threshold.compression_threshold = 100;
-    threshold.server_no_context_takeover = true;
     all.push((DeflateConfig::default(), threshold));
     all
 }
@@ -220,9 +224,10 @@ fn compressed_forms_are_shared_between_connections() {
         })
         .collect();
     let prepared = PreparedMessage::new(Message::binary(noise.clone()));
-    let mut config = DeflateConfig::default();
-    config.server_no_context_takeover = true;
+    // The default server resets its context: every connection compresses alike.
+    let config = DeflateConfig::default();
     let (client_params, server_params) = negotiate(&config, &DeflateConfig::default());
+    assert!(server_params.server_no_context_takeover);
     let mut payloads = Vec::new();
     for _ in 0..4 {
         let mut conn = Connection::new(Role::Server, Config::default(), fixed_mask())

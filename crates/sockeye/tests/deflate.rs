@@ -119,9 +119,19 @@ async fn echo_everything(
 #[tokio::test]
 async fn both_ends_negotiate_and_echo_every_size() {
     let config = deflating(DeflateConfig::default());
-    let (client, server) = tcp_pair_with(config.clone(), config).await;
-    // The client offers "permessage-deflate; client_max_window_bits"; with nothing to limit,
-    // the server accepts the bare extension.
+    let (client, server) = tcp_pair_with(config.clone(), config.clone()).await;
+    // The client offers "permessage-deflate; client_max_window_bits"; a default server resets
+    // both contexts (RFC 7692 §7.1.1.1, §7.1.1.2 let it add both parameters unasked).
+    let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    assert_eq!(client.extensions(), agreed);
+    assert_eq!(server.extensions(), agreed);
+    echo_everything(client, server, &messages()).await;
+    // A server that allows context takeover, with nothing to limit, accepts the bare extension.
+    let allowing = deflating(deflate_config(|c| {
+        c.server_context_takeover = true;
+        c.client_context_takeover = true;
+    }));
+    let (client, server) = tcp_pair_with(config, allowing).await;
     assert_eq!(client.extensions(), "permessage-deflate");
     assert_eq!(server.extensions(), "permessage-deflate");
     echo_everything(client, server, &messages()).await;
@@ -151,6 +161,7 @@ async fn negotiated_parameters_show_in_extensions() {
     // Imposed by the server on a default client.
     let server = deflating(deflate_config(|c| {
         c.server_no_context_takeover = true;
+        c.client_context_takeover = true;
         c.client_max_window_bits = Some(9);
     }));
     let (client, server) = tcp_pair_with(deflating(DeflateConfig::default()), server).await;
@@ -165,7 +176,8 @@ async fn negotiated_parameters_show_in_extensions() {
         c.client_max_window_bits = Some(8);
     }));
     let (client, server) = tcp_pair_with(client, deflating(DeflateConfig::default())).await;
-    let agreed = "permessage-deflate; server_max_window_bits=8; client_max_window_bits=8";
+    let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                  server_max_window_bits=8; client_max_window_bits=8";
     assert_eq!(client.extensions(), agreed);
     assert_eq!(server.extensions(), agreed);
     echo_everything(client, server, &messages[..12]).await;
@@ -296,7 +308,7 @@ async fn a_sockeye_server_compresses_on_the_wire() {
             assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
             assert_eq!(
                 header(&head, "sec-websocket-extensions"),
-                Some("permessage-deflate; server_no_context_takeover")
+                Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
             );
             raw
         })
@@ -305,7 +317,7 @@ async fn a_sockeye_server_compresses_on_the_wire() {
     let (mut server, _, _) = accepted.expect("server handshake");
     assert_eq!(
         server.extensions(),
-        "permessage-deflate; server_no_context_takeover"
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     );
 
     // server_no_context_takeover: the same message twice gives the same bytes, each inflating
@@ -363,10 +375,8 @@ async fn the_hand_built_bomb_inflates_to_zeros() {
 async fn prepared_messages_reach_every_subscriber() {
     let mut pairs = Vec::new();
     for server_nct in [true, true, false, false] {
-        let client = deflating(deflate_config(|c| {
-            c.server_no_context_takeover = server_nct
-        }));
-        pairs.push(tcp_pair_with(client, deflating(DeflateConfig::default())).await);
+        let server = deflating(deflate_config(|c| c.server_context_takeover = !server_nct));
+        pairs.push(tcp_pair_with(deflating(DeflateConfig::default()), server).await);
     }
     pairs.push(
         tcp_pair_with(
@@ -378,7 +388,11 @@ async fn prepared_messages_reach_every_subscriber() {
     let (mut clients, mut servers): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     assert_eq!(
         servers[0].extensions(),
-        "permessage-deflate; server_no_context_takeover"
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    assert_eq!(
+        servers[2].extensions(),
+        "permessage-deflate; client_no_context_takeover"
     );
     assert_eq!(servers[4].extensions(), "");
     let messages = messages();
