@@ -11,7 +11,7 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 
-use super::{Connection, Deflate, Role, SCRATCH_KEEP};
+use super::{with_scratch, Connection, Deflate, Role};
 use crate::close_code::{CloseCode, MAX_CLOSE_REASON};
 use crate::error::SendError;
 use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
@@ -334,16 +334,11 @@ impl Outgoing {
         payload: &[u8],
     ) {
         match deflate {
-            Some(deflate) if compress => {
-                let mut scratch = std::mem::take(&mut deflate.scratch);
-                scratch.clear();
-                deflate.deflater.compress(payload, fin, &mut scratch);
+            Some(deflate) if compress => with_scratch(|scratch| {
+                deflate.deflater.compress(payload, fin, scratch);
                 let rsv1 = opcode != OpCode::Continuation;
-                self.write_frame_with(opcode, fin, rsv1, &scratch);
-                if scratch.capacity() <= SCRATCH_KEEP {
-                    deflate.scratch = scratch;
-                }
-            }
+                self.write_frame_with(opcode, fin, rsv1, scratch);
+            }),
             _ => self.write_frame(opcode, fin, payload),
         }
     }
