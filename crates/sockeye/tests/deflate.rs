@@ -337,6 +337,27 @@ async fn a_sockeye_server_compresses_on_the_wire() {
     assert_eq!(payloads[0], payloads[1]);
     assert!(payloads[0].len() < text.len() / 10);
 
+    // Sent uncompressed on request (RSV1 clear), alone and as a prepared broadcast; then
+    // compressed again.
+    server
+        .send_uncompressed(Message::text(text.clone()))
+        .await
+        .unwrap();
+    let prepared = sockeye::PreparedMessage::uncompressed(Message::binary(text.clone()));
+    server.send_prepared(&prepared).await.unwrap();
+    server.send(Message::text(text.clone())).await.unwrap();
+    for (want_rsv, opcode) in [(0, TEXT), (0, BINARY), (RSV1, TEXT)] {
+        let (rsv, frame) = within("server frame", raw.read_frame_rsv())
+            .await
+            .expect("frame");
+        assert_eq!((rsv, frame.opcode), (want_rsv, opcode));
+        if want_rsv == 0 {
+            assert!(frame.payload == text.as_bytes());
+        } else {
+            assert_eq!(frame.payload, payloads[0]);
+        }
+    }
+
     // A masked compressed message from the raw client, in two fragments (§7.2.3.1).
     raw.write(&compressed_frame(false, TEXT, &HELLO[..3], raw.mask))
         .await;

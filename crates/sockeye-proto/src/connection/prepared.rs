@@ -100,6 +100,9 @@ pub struct PreparedMessage {
 
 struct Inner {
     message: Message,
+    /// Sent compressed where the connection compresses (false: never, see
+    /// [`PreparedMessage::uncompressed`]).
+    compress: bool,
     /// The kind and payload of a data message; `None` for a control message.
     data: Option<(DataKind, Bytes)>,
     /// The header of the message as one unmasked, uncompressed frame.
@@ -115,6 +118,25 @@ struct Inner {
 impl PreparedMessage {
     /// Prepares `message` for sending on many connections.
     pub fn new(message: Message) -> Self {
+        Self::build(message, true)
+    }
+
+    /// Prepares `message` to be sent uncompressed (RSV1 clear) on every connection, whatever
+    /// was negotiated, as [`Connection::send_uncompressed`] sends it: the header and payload
+    /// are shared by every server connection, deflate or not, and nothing is compressed. For
+    /// payloads that do not shrink (images, already-compressed data) or must not be compressed
+    /// with attacker-controlled text.
+    pub fn uncompressed(message: Message) -> Self {
+        Self::build(message, false)
+    }
+
+    /// Whether connections that compress send this message compressed (false for
+    /// [`uncompressed`](Self::uncompressed) ones).
+    pub fn is_compressible(&self) -> bool {
+        self.inner.compress
+    }
+
+    fn build(message: Message, compress: bool) -> Self {
         let data = match &message {
             Message::Text(text) => Some((DataKind::Text, text.clone().into_bytes())),
             Message::Binary(data) => Some((DataKind::Binary, data.clone())),
@@ -127,6 +149,7 @@ impl PreparedMessage {
         Self {
             inner: Arc::new(Inner {
                 message,
+                compress,
                 data,
                 header,
                 compressed: Mutex::new(Vec::new()),
@@ -226,15 +249,20 @@ impl Connection {
                 return self.close(CloseCode::NORMAL, "")
             }
         };
+        let compress = prepared.inner.compress && self.should_compress(payload.len());
         if self.role == Role::Client {
             // Every client frame is masked with a fresh key: nothing to share.
-            return self.send_shared(kind, payload.clone());
+            return if compress {
+                self.send_shared(kind, payload.clone())
+            } else {
+                self.send_uncompressed(kind, payload.clone())
+            };
         }
         self.check_open()?;
         if self.out.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        if !self.should_compress(payload.len()) {
+        if !compress {
             self.out
                 .push_encoded(prepared.inner.header.as_slice(), payload);
             return Ok(());

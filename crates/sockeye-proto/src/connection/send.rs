@@ -376,15 +376,46 @@ impl Connection {
     ///
     /// As [`send`](Self::send).
     pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
-        if payload.len() < SHARE_THRESHOLD
-            || self.out.masks.is_some()
-            || self.should_compress(payload.len())
-        {
-            return self.send(kind, &payload);
-        }
+        let compress = self.should_compress(payload.len());
+        self.send_whole(kind, payload, compress)
+    }
+
+    /// Queues a whole message as one frame that is never compressed (RSV1 clear), even when
+    /// permessage-deflate is in force: what Node `ws`'s `send(data, { compress: false })` does.
+    /// RFC 7692 lets every message choose (§6: the RSV1 bit is per message). For payloads that
+    /// do not shrink (images, already-compressed data) or that should not be compressed
+    /// together with text an attacker controls (the CRIME/BREACH side channel, §8.1 of RFC 7692
+    /// on security). Otherwise as [`send_shared`](Self::send_shared); without deflate the two
+    /// are the same. To broadcast one, see [`PreparedMessage::uncompressed`].
+    ///
+    /// [`PreparedMessage::uncompressed`]: crate::PreparedMessage::uncompressed
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_uncompressed(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        self.send_whole(kind, payload, false)
+    }
+
+    fn send_whole(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        compress: bool,
+    ) -> Result<(), SendError> {
         self.check_open()?;
         if self.out.sending.is_some() {
             return Err(SendError::FragmentInProgress);
+        }
+        if payload.len() < SHARE_THRESHOLD || self.out.masks.is_some() || compress {
+            self.out.write_data(
+                self.deflate.as_deref_mut(),
+                opcode_of(kind),
+                true,
+                compress,
+                &payload,
+            );
+            return Ok(());
         }
         let header = FrameHeader::new(opcode_of(kind), payload.len() as u64);
         self.out.reserve(header.encoded_len());
