@@ -131,7 +131,7 @@ declare -A KNOWN_LIMITS=(
     ["sockeye<-python:cmwb-8"]="client_max_window_bits must be between 9 and 15"
     ["sockeye<-python:all-8"]="client_max_window_bits must be between 9 and 15"
     # websockets reports only "Unsupported extension" for the answer it refuses.
-    ["sockeye<-python:srv-cmwb-8"]="params = [('client_max_window_bits', '8')]"
+    ["sockeye<-python:srv-cmwb-8"]="('client_max_window_bits', '8')]"
     # ws's server refuses the whole handshake (HTTP 400) when the offer asks for a smaller
     # server window, or offers a smaller client window, than its serverMaxWindowBits /
     # clientMaxWindowBits, where RFC 7692 §7.1.2 lets it answer with the smaller value (as

@@ -67,9 +67,11 @@ const MAX_CACHED_ENCODINGS: usize = 16;
 ///   from [`SHARE_THRESHOLD`](crate::SHARE_THRESHOLD) bytes on, as by
 ///   [`send_shared`](Connection::send_shared).
 /// - On a server connection that compresses without context takeover
-///   (`server_no_context_takeover` agreed), the message is compressed the first time it is
-///   sent on a connection with a given level and window, and that compressed frame is reused by
-///   every later connection with the same parameters. Connections on several threads may send
+///   (`server_no_context_takeover` agreed, which a server answers by default: see
+///   [`DeflateConfig::server_context_takeover`](crate::deflate::DeflateConfig::server_context_takeover)),
+///   the message is compressed the first time it is sent on a connection with a given level
+///   and window, and that compressed frame is reused by every later connection with the same
+///   parameters. Connections on several threads may send
 ///   the same prepared message at once; the message is compressed once for each parameter set.
 /// - With context takeover each connection's output depends on what it sent before, and a
 ///   client masks every frame with its own key: those connections frame and compress the message
@@ -305,6 +307,12 @@ mod tests {
         let mut out = Vec::new();
         let _ = conn.poll_transmit(&mut out);
         out
+    }
+
+    #[test]
+    fn prepared_messages_move_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PreparedMessage>();
     }
 
     #[test]
