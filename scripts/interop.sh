@@ -64,53 +64,57 @@ say() { printf 'interop: %s\n' "$*"; }
 #
 # The last three columns are the extensions each server answers: the sockeye server, the
 # Python one and the Node one ("=": as sockeye's, none: no extension). They differ only where
-# RFC 7692 leaves a choice: sockeye leaves out client_max_window_bits=15 (the default) when
-# the client offered 15, websockets and ws echo it; websockets declines server_max_window_bits=8
-# (the offer is declined and the connection goes on without compression, as §5 allows).
+# RFC 7692 leaves a choice: the sockeye server resets both compression contexts unless allowed
+# to keep them (DeflateConfig::server_context_takeover / client_context_takeover, off by
+# default: §7.1.1.1 and §7.1.1.2 let a server add server_no_context_takeover and
+# client_no_context_takeover unasked); sockeye leaves out client_max_window_bits=15 (the
+# default) when the client offered 15, websockets and ws echo it; websockets declines
+# server_max_window_bits=8 (the offer is declined and the connection goes on without
+# compression, as §5 allows).
 COMBOS=(
     # name        | server params          | client params          | sockeye server | python | node
     "off          | off                    | off                    | none | = | ="
     "srv-off      | off                    | deflate                | none | = | ="
     "cli-off      | deflate                | off                    | none | = | ="
-    "deflate      | deflate                | deflate                | $PD | = | ="
-    "snct         | snct                   | snct                   | $PD; server_no_context_takeover | = | ="
-    "cnct         | cnct                   | cnct                   | $PD; client_no_context_takeover | = | ="
-    "smwb-8       | smwb=8                 | smwb=8                 | $PD; server_max_window_bits=8 | = | ="
-    "smwb-9       | smwb=9                 | smwb=9                 | $PD; server_max_window_bits=9 | = | ="
-    "smwb-12      | smwb=12                | smwb=12                | $PD; server_max_window_bits=12 | = | ="
-    "smwb-15      | smwb=15                | smwb=15                | $PD; server_max_window_bits=15 | = | ="
-    "cmwb-8       | cmwb=8                 | cmwb=8                 | $PD; client_max_window_bits=8 | = | ="
-    "cmwb-9       | cmwb=9                 | cmwb=9                 | $PD; client_max_window_bits=9 | = | ="
-    "cmwb-12      | cmwb=12                | cmwb=12                | $PD; client_max_window_bits=12 | = | ="
-    "cmwb-15      | cmwb=15                | cmwb=15                | $PD | $PD; client_max_window_bits=15 | $PD; client_max_window_bits=15"
+    "deflate      | deflate                | deflate                | $PD; server_no_context_takeover; client_no_context_takeover | $PD | $PD"
+    "snct         | snct                   | snct                   | $PD; server_no_context_takeover; client_no_context_takeover | $PD; server_no_context_takeover | $PD; server_no_context_takeover"
+    "cnct         | cnct                   | cnct                   | $PD; server_no_context_takeover; client_no_context_takeover | $PD; client_no_context_takeover | $PD; client_no_context_takeover"
+    "smwb-8       | smwb=8                 | smwb=8                 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8 | $PD; server_max_window_bits=8 | $PD; server_max_window_bits=8"
+    "smwb-9       | smwb=9                 | smwb=9                 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9 | $PD; server_max_window_bits=9 | $PD; server_max_window_bits=9"
+    "smwb-12      | smwb=12                | smwb=12                | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12 | $PD; server_max_window_bits=12 | $PD; server_max_window_bits=12"
+    "smwb-15      | smwb=15                | smwb=15                | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15 | $PD; server_max_window_bits=15 | $PD; server_max_window_bits=15"
+    "cmwb-8       | cmwb=8                 | cmwb=8                 | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=8 | $PD; client_max_window_bits=8 | $PD; client_max_window_bits=8"
+    "cmwb-9       | cmwb=9                 | cmwb=9                 | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=9 | $PD; client_max_window_bits=9 | $PD; client_max_window_bits=9"
+    "cmwb-12      | cmwb=12                | cmwb=12                | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=12 | $PD; client_max_window_bits=12 | $PD; client_max_window_bits=12"
+    "cmwb-15      | cmwb=15                | cmwb=15                | $PD; server_no_context_takeover; client_no_context_takeover | $PD; client_max_window_bits=15 | $PD; client_max_window_bits=15"
     "all-8        | snct cnct smwb=8 cmwb=8 | snct cnct smwb=8 cmwb=8 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8; client_max_window_bits=8 | = | ="
     "all-9        | snct cnct smwb=9 cmwb=9 | snct cnct smwb=9 cmwb=9 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9; client_max_window_bits=9 | = | ="
     "all-12       | snct cnct smwb=12 cmwb=12 | snct cnct smwb=12 cmwb=12 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12 | = | ="
     "all-15       | snct cnct smwb=15 cmwb=15 | snct cnct smwb=15 cmwb=15 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15; client_max_window_bits=15 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15; client_max_window_bits=15"
     # One side only: what a server imposes or requests unasked, what a client asks of a
     # server left at its defaults.
-    "srv-snct     | snct                   | deflate                | $PD; server_no_context_takeover | = | ="
-    "srv-cnct     | cnct                   | deflate                | $PD; client_no_context_takeover | = | ="
-    "srv-smwb-10  | smwb=10                | deflate                | $PD; server_max_window_bits=10 | = | ="
-    "srv-cmwb-10  | cmwb=10                | deflate                | $PD; client_max_window_bits=10 | = | ="
-    "srv-cmwb-8   | cmwb=8                 | deflate                | $PD; client_max_window_bits=8 | = | ="
+    "srv-snct     | snct                   | deflate                | $PD; server_no_context_takeover; client_no_context_takeover | $PD; server_no_context_takeover | $PD; server_no_context_takeover"
+    "srv-cnct     | cnct                   | deflate                | $PD; server_no_context_takeover; client_no_context_takeover | $PD; client_no_context_takeover | $PD; client_no_context_takeover"
+    "srv-smwb-10  | smwb=10                | deflate                | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10 | $PD; server_max_window_bits=10 | $PD; server_max_window_bits=10"
+    "srv-cmwb-10  | cmwb=10                | deflate                | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10 | $PD; client_max_window_bits=10 | $PD; client_max_window_bits=10"
+    "srv-cmwb-8   | cmwb=8                 | deflate                | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=8 | $PD; client_max_window_bits=8 | $PD; client_max_window_bits=8"
     # What websockets' default server (compression="deflate") asks of every client.
-    "srv-12-12    | smwb=12 cmwb=12        | deflate                | $PD; server_max_window_bits=12; client_max_window_bits=12 | = | ="
-    "cli-smwb-10  | deflate                | smwb=10                | $PD; server_max_window_bits=10 | = | ="
-    "cli-smwb-8   | deflate                | smwb=8                 | $PD; server_max_window_bits=8 | none | ="
-    "cli-cmwb-10  | deflate                | cmwb=10                | $PD; client_max_window_bits=10 | = | ="
+    "srv-12-12    | smwb=12 cmwb=12        | deflate                | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12 | $PD; server_max_window_bits=12; client_max_window_bits=12 | $PD; server_max_window_bits=12; client_max_window_bits=12"
+    "cli-smwb-10  | deflate                | smwb=10                | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10 | $PD; server_max_window_bits=10 | $PD; server_max_window_bits=10"
+    "cli-smwb-8   | deflate                | smwb=8                 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8 | none | $PD; server_max_window_bits=8"
+    "cli-cmwb-10  | deflate                | cmwb=10                | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10 | $PD; client_max_window_bits=10 | $PD; client_max_window_bits=10"
     # Both sides with different windows: the smaller one wins.
-    "smwb-s9-c12  | smwb=9                 | smwb=12                | $PD; server_max_window_bits=9 | = | ="
-    "smwb-s12-c9  | smwb=12                | smwb=9                 | $PD; server_max_window_bits=9 | = | ="
-    "cmwb-s9-c12  | cmwb=9                 | cmwb=12                | $PD; client_max_window_bits=9 | = | ="
-    "cmwb-s12-c9  | cmwb=12                | cmwb=9                 | $PD; client_max_window_bits=9 | = | ="
+    "smwb-s9-c12  | smwb=9                 | smwb=12                | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9 | $PD; server_max_window_bits=9 | $PD; server_max_window_bits=9"
+    "smwb-s12-c9  | smwb=12                | smwb=9                 | $PD; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9 | $PD; server_max_window_bits=9 | $PD; server_max_window_bits=9"
+    "cmwb-s9-c12  | cmwb=9                 | cmwb=12                | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=9 | $PD; client_max_window_bits=9 | $PD; client_max_window_bits=9"
+    "cmwb-s12-c9  | cmwb=12                | cmwb=9                 | $PD; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=9 | $PD; client_max_window_bits=9 | $PD; client_max_window_bits=9"
 )
 
 # The TLS part: same columns. Certificates are checked by name (the URLs use 127.0.0.1, an IP
 # SAN of the server certificate) and against the throwaway CA only.
 TLS_COMBOS=(
     "wss-off      | off                    | off                    | none | = | ="
-    "wss-deflate  | deflate                | deflate                | $PD | = | ="
+    "wss-deflate  | deflate                | deflate                | $PD; server_no_context_takeover; client_no_context_takeover | $PD | $PD"
 )
 TLS_DIR=$OUT/tls
 
@@ -127,7 +131,7 @@ declare -A KNOWN_LIMITS=(
     ["sockeye<-python:cmwb-8"]="client_max_window_bits must be between 9 and 15"
     ["sockeye<-python:all-8"]="client_max_window_bits must be between 9 and 15"
     # websockets reports only "Unsupported extension" for the answer it refuses.
-    ["sockeye<-python:srv-cmwb-8"]="params = [('client_max_window_bits', '8')]"
+    ["sockeye<-python:srv-cmwb-8"]="('client_max_window_bits', '8')]"
     # ws's server refuses the whole handshake (HTTP 400) when the offer asks for a smaller
     # server window, or offers a smaller client window, than its serverMaxWindowBits /
     # clientMaxWindowBits, where RFC 7692 §7.1.2 lets it answer with the smaller value (as

@@ -1207,11 +1207,16 @@ fn round_trip(client_config: &DeflateConfig, server_config: &DeflateConfig, seed
     );
     let (client_params, server_params) = negotiate(client_config, server_config);
     // What the agreement must be, from RFC 7692 §7.1: requests are granted, windows are the
-    // smaller of what either side asks for.
+    // smaller of what either side asks for, and a server that does not allow context takeover
+    // resets both contexts unasked (§7.1.1.1, §7.1.1.2).
     let bits = |a: Option<u8>, b: Option<u8>| a.unwrap_or(15).min(b.unwrap_or(15));
     let expected = (
-        client_config.server_no_context_takeover || server_config.server_no_context_takeover,
-        client_config.client_no_context_takeover || server_config.client_no_context_takeover,
+        client_config.server_no_context_takeover
+            || server_config.server_no_context_takeover
+            || !server_config.server_context_takeover,
+        client_config.client_no_context_takeover
+            || server_config.client_no_context_takeover
+            || !server_config.client_context_takeover,
         bits(
             client_config.server_max_window_bits,
             server_config.server_max_window_bits,
@@ -1316,11 +1321,19 @@ fn pair_round_trips_every_parameter_combination() {
                         c.server_max_window_bits = server_max_window_bits;
                         c.client_max_window_bits = client_max_window_bits;
                     });
-                    // Asked for by the client, then imposed by the server.
+                    let allowing = |mut config: DeflateConfig| {
+                        config.server_context_takeover = true;
+                        config.client_context_takeover = true;
+                        config
+                    };
+                    // Asked for by the client (of a server that allows context takeover, and of
+                    // a default one, which resets both), then imposed by the server.
+                    seed += 1;
+                    round_trip(&combo, &allowing(DeflateConfig::default()), seed);
                     seed += 1;
                     round_trip(&combo, &DeflateConfig::default(), seed);
                     seed += 1;
-                    round_trip(&DeflateConfig::default(), &combo, seed);
+                    round_trip(&DeflateConfig::default(), &allowing(combo), seed);
                 }
             }
         }
@@ -1349,6 +1362,95 @@ fn compressed_message_ending_inside_a_block_fails_with_1007() {
             let (err, events) = assert_failing(&mut conn, CloseCode::INVALID_PAYLOAD);
             assert_eq!(err, ProtocolError::InvalidCompressedData, "{payload:02x?}");
             assert!(events.is_empty(), "{payload:02x?}: {events:?}");
+        }
+    }
+}
+
+/// Connections without context takeover compress and inflate with zlib state shared by the
+/// thread. Here several server connections on one thread receive fragmented compressed
+/// messages a few bytes at a time, interleaved with each other, and send fragmented messages
+/// interleaved likewise: every message arrives whole at its peer.
+#[test]
+fn interleaved_fragmented_messages_share_the_thread_safely() {
+    let (client_params, server_params) =
+        negotiate(&DeflateConfig::default(), &DeflateConfig::default());
+    assert!(server_params.server_no_context_takeover && server_params.client_no_context_takeover);
+    let texts: Vec<Vec<u8>> = (0..4)
+        .map(|i| format!("message of connection {i}, sent in three fragments; ").repeat(30 + i))
+        .map(String::into_bytes)
+        .collect();
+    let mut pairs: Vec<(Connection, Connection)> = (0..4)
+        .map(|_| {
+            (
+                connection(Role::Client, Config::default())
+                    .with_deflate(client_params, &DeflateConfig::default()),
+                connection(Role::Server, Config::default())
+                    .with_deflate(server_params, &DeflateConfig::default()),
+            )
+        })
+        .collect();
+    for round in 0..2 {
+        // Each client's wire bytes for a fragmented message (the client compresses alone).
+        let wires: Vec<Vec<u8>> = pairs
+            .iter_mut()
+            .zip(&texts)
+            .map(|((client, _), text)| {
+                let third = text.len() / 3;
+                client
+                    .send_fragment(DataKind::Text, &text[..third], false)
+                    .unwrap();
+                client
+                    .send_fragment(DataKind::Text, &text[third..2 * third], false)
+                    .unwrap();
+                client
+                    .send_fragment(DataKind::Text, &text[2 * third..], true)
+                    .unwrap();
+                drain(client).sent
+            })
+            .collect();
+        // Seven bytes to each server in turn.
+        let mut offsets = vec![0; wires.len()];
+        while offsets.iter().zip(&wires).any(|(o, w)| o < &w.len()) {
+            for (i, ((_, server), wire)) in pairs.iter_mut().zip(&wires).enumerate() {
+                let end = (offsets[i] + 7).min(wire.len());
+                server.handle_bytes(&wire[offsets[i]..end]);
+                offsets[i] = end;
+            }
+        }
+        for ((_, server), text) in pairs.iter_mut().zip(&texts) {
+            assert_eq!(
+                drain(server).events,
+                [Event::Message(Message::Text(
+                    String::from_utf8(text.clone()).unwrap().into()
+                ))],
+                "round {round}"
+            );
+        }
+        // The servers answer with fragments, interleaved with each other.
+        for step in 0..3 {
+            for ((_, server), text) in pairs.iter_mut().zip(&texts) {
+                let third = text.len() / 3;
+                let (piece, fin) = match step {
+                    0 => (&text[..third], false),
+                    1 => (&text[third..2 * third], false),
+                    _ => (&text[2 * third..], true),
+                };
+                server.send_fragment(DataKind::Text, piece, fin).unwrap();
+            }
+        }
+        for (client, server) in &mut pairs {
+            let wire = drain(server).sent;
+            assert_eq!(wire[0] & 0x40, 0x40, "compressed");
+            client.handle_bytes(&wire);
+        }
+        for ((client, _), text) in pairs.iter_mut().zip(&texts) {
+            assert_eq!(
+                drain(client).events,
+                [Event::Message(Message::Text(
+                    String::from_utf8(text.clone()).unwrap().into()
+                ))],
+                "round {round}"
+            );
         }
     }
 }

@@ -90,14 +90,18 @@ fn configs() -> Vec<(DeflateConfig, DeflateConfig)> {
                 client.client_no_context_takeover = client_nct;
                 client.server_max_window_bits = Some(bits);
                 client.client_max_window_bits = Some(bits);
-                let server = DeflateConfig::default();
+                // A server that allows context takeover: the client's requests decide.
+                let mut server = DeflateConfig::default();
+                server.server_context_takeover = true;
+                server.client_context_takeover = true;
                 all.push((client, server));
             }
         }
     }
+    // The default server: no context takeover either way, whatever the client asked.
+    all.push((DeflateConfig::default(), DeflateConfig::default()));
     let mut threshold = DeflateConfig::default();
     threshold.compression_threshold = 100;
-    threshold.server_no_context_takeover = true;
     all.push((DeflateConfig::default(), threshold));
     all
 }
@@ -220,9 +224,10 @@ fn compressed_forms_are_shared_between_connections() {
         })
         .collect();
     let prepared = PreparedMessage::new(Message::binary(noise.clone()));
-    let mut config = DeflateConfig::default();
-    config.server_no_context_takeover = true;
+    // The default server resets its context: every connection compresses alike.
+    let config = DeflateConfig::default();
     let (client_params, server_params) = negotiate(&config, &DeflateConfig::default());
+    assert!(server_params.server_no_context_takeover);
     let mut payloads = Vec::new();
     for _ in 0..4 {
         let mut conn = Connection::new(Role::Server, Config::default(), fixed_mask())
@@ -279,4 +284,74 @@ fn send_prepared_checks_like_send() {
         Err(SendError::ControlFrameTooBig)
     );
     assert_eq!(take(&mut conn), b"\x89\x01p\x8a\x01q");
+}
+
+/// `send_uncompressed` and `PreparedMessage::uncompressed` on connections that compress: the
+/// frame goes out with RSV1 clear and the peer decodes it; with context takeover the messages
+/// around it still decode (an uncompressed message leaves the window alone).
+#[test]
+fn uncompressed_messages_go_out_with_rsv1_clear() {
+    let text = "an uncompressed message among compressed ones; ".repeat(400);
+    let big = Bytes::from(text.clone().into_bytes());
+    for (client_config, server_config) in configs() {
+        let (client_params, server_params) = negotiate(&client_config, &server_config);
+        let what = format!("{server_params}");
+        let mut server = Connection::new(Role::Server, Config::default(), fixed_mask())
+            .with_deflate(server_params, &server_config);
+        let mut client = Connection::new(Role::Client, Config::default(), fixed_mask())
+            .with_deflate(client_params, &client_config);
+        let prepared = PreparedMessage::uncompressed(Message::text(text.clone()));
+        assert!(!prepared.is_compressible());
+        for masked in [false, true] {
+            let (sender, receiver) = if masked {
+                (&mut client, &mut server)
+            } else {
+                (&mut server, &mut client)
+            };
+            sender.send(DataKind::Text, text.as_bytes()).unwrap();
+            sender
+                .send_uncompressed(DataKind::Text, big.clone())
+                .unwrap();
+            sender.send_prepared(&prepared).unwrap();
+            sender.send(DataKind::Text, text.as_bytes()).unwrap();
+            let wire = take(sender);
+            let frames = parse_wire(&wire);
+            let rsv: Vec<u8> = frames.iter().map(|f| f.rsv & RSV1).collect();
+            let compresses = if masked {
+                client_params.client_max_window_bits > 8
+            } else {
+                server_params.server_max_window_bits > 8
+                    && server_config.compression_threshold <= text.len()
+            };
+            let on = if compresses { RSV1 } else { 0 };
+            assert_eq!(rsv, [on, 0, 0, on], "{what}, masked {masked}");
+            assert_eq!(frames[1].payload, text.as_bytes(), "{what}");
+            assert_eq!(frames[2].payload, text.as_bytes(), "{what}");
+            assert_eq!(
+                receive(receiver, &wire),
+                vec![Message::text(text.clone()); 4],
+                "{what}"
+            );
+        }
+    }
+    // On a server connection a large uncompressed payload is queued without a copy, prepared
+    // or not, and nothing is compressed for the prepared one.
+    let (_, server_params) = negotiate(&DeflateConfig::default(), &DeflateConfig::default());
+    let prepared = PreparedMessage::uncompressed(Message::Text(text.clone().into()));
+    let payload = match prepared.message() {
+        Message::Text(t) => t.as_bytes().as_ptr(),
+        _ => unreachable!(),
+    };
+    let mut server = Connection::new(Role::Server, Config::default(), fixed_mask())
+        .with_deflate(server_params, &DeflateConfig::default());
+    server
+        .send_uncompressed(DataKind::Binary, big.clone())
+        .unwrap();
+    server.send_prepared(&prepared).unwrap();
+    let mut slices = [IoSlice::new(&[]); 8];
+    assert_eq!(server.poll_write_slices(&mut slices), 4);
+    assert_eq!(slices[0][0], 0x82, "FIN, binary, RSV1 clear");
+    assert_eq!(slices[1].as_ptr(), big.as_ptr());
+    assert_eq!(slices[2][0], 0x81, "FIN, text, RSV1 clear");
+    assert_eq!(slices[3].as_ptr(), payload);
 }

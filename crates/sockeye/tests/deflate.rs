@@ -119,9 +119,19 @@ async fn echo_everything(
 #[tokio::test]
 async fn both_ends_negotiate_and_echo_every_size() {
     let config = deflating(DeflateConfig::default());
-    let (client, server) = tcp_pair_with(config.clone(), config).await;
-    // The client offers "permessage-deflate; client_max_window_bits"; with nothing to limit,
-    // the server accepts the bare extension.
+    let (client, server) = tcp_pair_with(config.clone(), config.clone()).await;
+    // The client offers "permessage-deflate; client_max_window_bits"; a default server resets
+    // both contexts (RFC 7692 §7.1.1.1, §7.1.1.2 let it add both parameters unasked).
+    let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    assert_eq!(client.extensions(), agreed);
+    assert_eq!(server.extensions(), agreed);
+    echo_everything(client, server, &messages()).await;
+    // A server that allows context takeover, with nothing to limit, accepts the bare extension.
+    let allowing = deflating(deflate_config(|c| {
+        c.server_context_takeover = true;
+        c.client_context_takeover = true;
+    }));
+    let (client, server) = tcp_pair_with(config, allowing).await;
     assert_eq!(client.extensions(), "permessage-deflate");
     assert_eq!(server.extensions(), "permessage-deflate");
     echo_everything(client, server, &messages()).await;
@@ -151,6 +161,7 @@ async fn negotiated_parameters_show_in_extensions() {
     // Imposed by the server on a default client.
     let server = deflating(deflate_config(|c| {
         c.server_no_context_takeover = true;
+        c.client_context_takeover = true;
         c.client_max_window_bits = Some(9);
     }));
     let (client, server) = tcp_pair_with(deflating(DeflateConfig::default()), server).await;
@@ -165,7 +176,8 @@ async fn negotiated_parameters_show_in_extensions() {
         c.client_max_window_bits = Some(8);
     }));
     let (client, server) = tcp_pair_with(client, deflating(DeflateConfig::default())).await;
-    let agreed = "permessage-deflate; server_max_window_bits=8; client_max_window_bits=8";
+    let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                  server_max_window_bits=8; client_max_window_bits=8";
     assert_eq!(client.extensions(), agreed);
     assert_eq!(server.extensions(), agreed);
     echo_everything(client, server, &messages[..12]).await;
@@ -208,18 +220,20 @@ async fn a_sockeye_client_compresses_on_the_wire() {
     assert_eq!(client.extensions(), "permessage-deflate");
 
     // The client's messages: RSV1, masked, and they inflate (with context takeover) to what
-    // was sent.
-    let text = "Hello, compressed world! ".repeat(400);
+    // was sent. The repeat follows the first within the 32 KiB window, so it refers back to it.
+    let text: String = (0..400)
+        .map(|i| format!("message {i}: hello, compressed world! "))
+        .collect();
     let data = pattern(70_000, 3);
     client.send(Message::text(text.clone())).await.unwrap();
-    client.send(Message::binary(data.clone())).await.unwrap();
     client.send(Message::text(text.clone())).await.unwrap();
+    client.send(Message::binary(data.clone())).await.unwrap();
     let mut oracle = Decompress::new(false);
     let mut sizes = Vec::new();
     for (opcode, expected) in [
         (TEXT, text.as_bytes()),
-        (BINARY, &data),
         (TEXT, text.as_bytes()),
+        (BINARY, &data),
     ] {
         let (rsv, frame) = within("client frame", raw.read_frame_rsv())
             .await
@@ -229,9 +243,9 @@ async fn a_sockeye_client_compresses_on_the_wire() {
         assert!(inflate(&mut oracle, &frame.payload) == expected);
         sizes.push(frame.payload.len());
     }
-    assert!(sizes[0] < text.len() / 20, "{sizes:?}");
+    assert!(sizes[0] < text.len() / 4, "{sizes:?}");
     assert!(
-        sizes[2] < sizes[0],
+        sizes[1] < sizes[0] / 4,
         "the repeat uses the shared window: {sizes:?}"
     );
     // Pings are never compressed.
@@ -296,7 +310,7 @@ async fn a_sockeye_server_compresses_on_the_wire() {
             assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
             assert_eq!(
                 header(&head, "sec-websocket-extensions"),
-                Some("permessage-deflate; server_no_context_takeover")
+                Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
             );
             raw
         })
@@ -305,7 +319,7 @@ async fn a_sockeye_server_compresses_on_the_wire() {
     let (mut server, _, _) = accepted.expect("server handshake");
     assert_eq!(
         server.extensions(),
-        "permessage-deflate; server_no_context_takeover"
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     );
 
     // server_no_context_takeover: the same message twice gives the same bytes, each inflating
@@ -324,6 +338,27 @@ async fn a_sockeye_server_compresses_on_the_wire() {
     }
     assert_eq!(payloads[0], payloads[1]);
     assert!(payloads[0].len() < text.len() / 10);
+
+    // Sent uncompressed on request (RSV1 clear), alone and as a prepared broadcast; then
+    // compressed again.
+    server
+        .send_uncompressed(Message::text(text.clone()))
+        .await
+        .unwrap();
+    let prepared = sockeye::PreparedMessage::uncompressed(Message::binary(text.clone()));
+    server.send_prepared(&prepared).await.unwrap();
+    server.send(Message::text(text.clone())).await.unwrap();
+    for (want_rsv, opcode) in [(0, TEXT), (0, BINARY), (RSV1, TEXT)] {
+        let (rsv, frame) = within("server frame", raw.read_frame_rsv())
+            .await
+            .expect("frame");
+        assert_eq!((rsv, frame.opcode), (want_rsv, opcode));
+        if want_rsv == 0 {
+            assert!(frame.payload == text.as_bytes());
+        } else {
+            assert_eq!(frame.payload, payloads[0]);
+        }
+    }
 
     // A masked compressed message from the raw client, in two fragments (§7.2.3.1).
     raw.write(&compressed_frame(false, TEXT, &HELLO[..3], raw.mask))
@@ -363,10 +398,8 @@ async fn the_hand_built_bomb_inflates_to_zeros() {
 async fn prepared_messages_reach_every_subscriber() {
     let mut pairs = Vec::new();
     for server_nct in [true, true, false, false] {
-        let client = deflating(deflate_config(|c| {
-            c.server_no_context_takeover = server_nct
-        }));
-        pairs.push(tcp_pair_with(client, deflating(DeflateConfig::default())).await);
+        let server = deflating(deflate_config(|c| c.server_context_takeover = !server_nct));
+        pairs.push(tcp_pair_with(deflating(DeflateConfig::default()), server).await);
     }
     pairs.push(
         tcp_pair_with(
@@ -378,7 +411,11 @@ async fn prepared_messages_reach_every_subscriber() {
     let (mut clients, mut servers): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     assert_eq!(
         servers[0].extensions(),
-        "permessage-deflate; server_no_context_takeover"
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    assert_eq!(
+        servers[2].extensions(),
+        "permessage-deflate; client_no_context_takeover"
     );
     assert_eq!(servers[4].extensions(), "");
     let messages = messages();

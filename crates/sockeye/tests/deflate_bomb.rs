@@ -43,7 +43,10 @@ async fn bomb_fails_with_1009_and_memory_stays_bounded() {
     let (client_done, wait_for_client) = tokio::sync::oneshot::channel::<()>();
     let server_task = tokio::spawn(async move {
         let (mut ws, _request, _peer) = server.accept().await.expect("server handshake");
-        assert_eq!(ws.extensions(), "permessage-deflate");
+        assert_eq!(
+            ws.extensions(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
         let first = ws.next().await;
         let _ = wait_for_client.await;
         let after = ws.next().await;
@@ -59,7 +62,7 @@ async fn bomb_fails_with_1009_and_memory_stays_bounded() {
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         assert_eq!(
             header(&head, "sec-websocket-extensions"),
-            Some("permessage-deflate")
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
         );
         // Write the bomb while reading: the server stops reading once it has failed, so the
         // write may never finish.

@@ -358,8 +358,9 @@ async fn deflate_and_subprotocols_work_over_tls() {
     assert_eq!(client.protocol(), Some("chat.v1"));
     assert_eq!(server_ws.protocol(), Some("chat.v1"));
     assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v1");
-    assert_eq!(client.extensions(), "permessage-deflate");
-    assert_eq!(server_ws.extensions(), "permessage-deflate");
+    let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    assert_eq!(client.extensions(), agreed);
+    assert_eq!(server_ws.extensions(), agreed);
     assert!(client.get_ref().is_tls());
     let echo = spawn_echo(server_ws);
     let text = "compressible over tls ".repeat(5000);

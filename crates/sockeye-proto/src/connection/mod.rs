@@ -206,7 +206,6 @@ impl Connection {
             inflater: Inflater::new(peer_bits, peer_reset),
             threshold: config.compression_threshold,
             params,
-            scratch: Vec::new(),
         }));
         self
     }
@@ -404,6 +403,26 @@ impl Connection {
 /// Scratch buffers larger than this are freed after use rather than kept.
 const SCRATCH_KEEP: usize = 64 << 10;
 
+std::thread_local! {
+    /// Compressed output or unmasked compressed input, between the codec and the queue: one
+    /// buffer per thread, not per connection (an idle connection keeps none).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's empty scratch buffer, which is kept for the next call unless it
+/// grew past [`SCRATCH_KEEP`].
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    // Taken out for the call: `f` cannot reach the thread-local itself, and a thread being torn
+    // down (no thread-locals left) still gets a buffer.
+    let mut scratch = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
+    scratch.clear();
+    let result = f(&mut scratch);
+    if scratch.capacity() <= SCRATCH_KEEP {
+        let _ = SCRATCH.try_with(|s| *s.borrow_mut() = scratch);
+    }
+    result
+}
+
 /// permessage-deflate state of a connection (RFC 7692 §7): the sending half deflates in
 /// `send.rs`, the receiving half inflates in `recv.rs`.
 struct Deflate {
@@ -411,8 +430,6 @@ struct Deflate {
     inflater: Inflater,
     threshold: usize,
     params: DeflateParams,
-    /// Unmasked input or compressed output, reused between messages.
-    scratch: Vec<u8>,
 }
 
 impl Deflate {

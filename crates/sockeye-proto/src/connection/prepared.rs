@@ -67,9 +67,11 @@ const MAX_CACHED_ENCODINGS: usize = 16;
 ///   from [`SHARE_THRESHOLD`](crate::SHARE_THRESHOLD) bytes on, as by
 ///   [`send_shared`](Connection::send_shared).
 /// - On a server connection that compresses without context takeover
-///   (`server_no_context_takeover` agreed), the message is compressed the first time it is
-///   sent on a connection with a given level and window, and that compressed frame is reused by
-///   every later connection with the same parameters. Connections on several threads may send
+///   (`server_no_context_takeover` agreed, which a server answers by default: see
+///   [`DeflateConfig::server_context_takeover`](crate::deflate::DeflateConfig::server_context_takeover)),
+///   the message is compressed the first time it is sent on a connection with a given level
+///   and window, and that compressed frame is reused by every later connection with the same
+///   parameters. Connections on several threads may send
 ///   the same prepared message at once; the message is compressed once for each parameter set.
 /// - With context takeover each connection's output depends on what it sent before, and a
 ///   client masks every frame with its own key: those connections frame and compress the message
@@ -100,6 +102,9 @@ pub struct PreparedMessage {
 
 struct Inner {
     message: Message,
+    /// Sent compressed where the connection compresses (false: never, see
+    /// [`PreparedMessage::uncompressed`]).
+    compress: bool,
     /// The kind and payload of a data message; `None` for a control message.
     data: Option<(DataKind, Bytes)>,
     /// The header of the message as one unmasked, uncompressed frame.
@@ -115,6 +120,25 @@ struct Inner {
 impl PreparedMessage {
     /// Prepares `message` for sending on many connections.
     pub fn new(message: Message) -> Self {
+        Self::build(message, true)
+    }
+
+    /// Prepares `message` to be sent uncompressed (RSV1 clear) on every connection, whatever
+    /// was negotiated, as [`Connection::send_uncompressed`] sends it: the header and payload
+    /// are shared by every server connection, deflate or not, and nothing is compressed. For
+    /// payloads that do not shrink (images, already-compressed data) or must not be compressed
+    /// with attacker-controlled text.
+    pub fn uncompressed(message: Message) -> Self {
+        Self::build(message, false)
+    }
+
+    /// Whether connections that compress send this message compressed (false for
+    /// [`uncompressed`](Self::uncompressed) ones).
+    pub fn is_compressible(&self) -> bool {
+        self.inner.compress
+    }
+
+    fn build(message: Message, compress: bool) -> Self {
         let data = match &message {
             Message::Text(text) => Some((DataKind::Text, text.clone().into_bytes())),
             Message::Binary(data) => Some((DataKind::Binary, data.clone())),
@@ -127,6 +151,7 @@ impl PreparedMessage {
         Self {
             inner: Arc::new(Inner {
                 message,
+                compress,
                 data,
                 header,
                 compressed: Mutex::new(Vec::new()),
@@ -226,15 +251,20 @@ impl Connection {
                 return self.close(CloseCode::NORMAL, "")
             }
         };
+        let compress = prepared.inner.compress && self.should_compress(payload.len());
         if self.role == Role::Client {
             // Every client frame is masked with a fresh key: nothing to share.
-            return self.send_shared(kind, payload.clone());
+            return if compress {
+                self.send_shared(kind, payload.clone())
+            } else {
+                self.send_uncompressed(kind, payload.clone())
+            };
         }
         self.check_open()?;
         if self.out.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        if !self.should_compress(payload.len()) {
+        if !compress {
             self.out
                 .push_encoded(prepared.inner.header.as_slice(), payload);
             return Ok(());
@@ -277,6 +307,12 @@ mod tests {
         let mut out = Vec::new();
         let _ = conn.poll_transmit(&mut out);
         out
+    }
+
+    #[test]
+    fn prepared_messages_move_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PreparedMessage>();
     }
 
     #[test]

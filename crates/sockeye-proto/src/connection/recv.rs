@@ -9,7 +9,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Connection, Event, Role, SCRATCH_KEEP};
+use super::{with_scratch, Connection, Event, Role, SCRATCH_KEEP};
 use crate::deflate::InflateError;
 use crate::error::ProtocolError;
 use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_SIZE};
@@ -353,20 +353,13 @@ impl Connection {
         };
         let message = &mut self.recv.message;
         let result = match header.mask {
-            Some(key) => {
-                let mut scratch = std::mem::take(&mut deflate.scratch);
-                scratch.clear();
+            Some(key) => with_scratch(|scratch| {
                 scratch.extend_from_slice(chunk);
-                apply_mask(&mut scratch, key, offset);
-                let result =
-                    deflate
-                        .inflater
-                        .inflate(&scratch, message, limit.unwrap_or(usize::MAX));
-                if scratch.capacity() <= SCRATCH_KEEP {
-                    deflate.scratch = scratch;
-                }
-                result
-            }
+                apply_mask(scratch, key, offset);
+                deflate
+                    .inflater
+                    .inflate(scratch, message, limit.unwrap_or(usize::MAX))
+            }),
             None => deflate
                 .inflater
                 .inflate(chunk, message, limit.unwrap_or(usize::MAX)),

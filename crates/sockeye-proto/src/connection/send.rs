@@ -11,7 +11,7 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 
-use super::{Connection, Deflate, Role, SCRATCH_KEEP};
+use super::{with_scratch, Connection, Deflate, Role};
 use crate::close_code::{CloseCode, MAX_CLOSE_REASON};
 use crate::error::SendError;
 use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
@@ -334,16 +334,11 @@ impl Outgoing {
         payload: &[u8],
     ) {
         match deflate {
-            Some(deflate) if compress => {
-                let mut scratch = std::mem::take(&mut deflate.scratch);
-                scratch.clear();
-                deflate.deflater.compress(payload, fin, &mut scratch);
+            Some(deflate) if compress => with_scratch(|scratch| {
+                deflate.deflater.compress(payload, fin, scratch);
                 let rsv1 = opcode != OpCode::Continuation;
-                self.write_frame_with(opcode, fin, rsv1, &scratch);
-                if scratch.capacity() <= SCRATCH_KEEP {
-                    deflate.scratch = scratch;
-                }
-            }
+                self.write_frame_with(opcode, fin, rsv1, scratch);
+            }),
             _ => self.write_frame(opcode, fin, payload),
         }
     }
@@ -381,15 +376,46 @@ impl Connection {
     ///
     /// As [`send`](Self::send).
     pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
-        if payload.len() < SHARE_THRESHOLD
-            || self.out.masks.is_some()
-            || self.should_compress(payload.len())
-        {
-            return self.send(kind, &payload);
-        }
+        let compress = self.should_compress(payload.len());
+        self.send_whole(kind, payload, compress)
+    }
+
+    /// Queues a whole message as one frame that is never compressed (RSV1 clear), even when
+    /// permessage-deflate is in force: what Node `ws`'s `send(data, { compress: false })` does.
+    /// RFC 7692 lets every message choose (§6: the RSV1 bit is per message). For payloads that
+    /// do not shrink (images, already-compressed data) or that should not be compressed
+    /// together with text an attacker controls (the CRIME/BREACH side channel, §8.1 of RFC 7692
+    /// on security). Otherwise as [`send_shared`](Self::send_shared); without deflate the two
+    /// are the same. To broadcast one, see [`PreparedMessage::uncompressed`].
+    ///
+    /// [`PreparedMessage::uncompressed`]: crate::PreparedMessage::uncompressed
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_uncompressed(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        self.send_whole(kind, payload, false)
+    }
+
+    fn send_whole(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        compress: bool,
+    ) -> Result<(), SendError> {
         self.check_open()?;
         if self.out.sending.is_some() {
             return Err(SendError::FragmentInProgress);
+        }
+        if payload.len() < SHARE_THRESHOLD || self.out.masks.is_some() || compress {
+            self.out.write_data(
+                self.deflate.as_deref_mut(),
+                opcode_of(kind),
+                true,
+                compress,
+                &payload,
+            );
+            return Ok(());
         }
         let header = FrameHeader::new(opcode_of(kind), payload.len() as u64);
         self.out.reserve(header.encoded_len());

@@ -20,15 +20,49 @@ const MAX_WINDOW_BITS: u8 = 15;
 pub struct DeflateConfig {
     /// Reset the server's compression context after every message (saves the server's memory
     /// between messages, costs ratio). A client requests it; a server always grants a request
-    /// and imposes it on itself when this is set.
+    /// and imposes it on itself when this is set (as it does by default, see
+    /// [`server_context_takeover`](Self::server_context_takeover)).
     ///
     /// Default: false.
     pub server_no_context_takeover: bool,
     /// Reset the client's compression context after every message. A client declares it; a
-    /// server requests it of the client when this is set.
+    /// server requests it of the client when this is set (as it does by default, see
+    /// [`client_context_takeover`](Self::client_context_takeover)).
     ///
     /// Default: false.
     pub client_no_context_takeover: bool,
+    /// Server side: keep this server's compression context from one message to the next, when
+    /// the client's offer allows it. When false the server answers every offer with
+    /// `server_no_context_takeover`, which RFC 7692 §7.1.1.1 lets it add unasked ("A server MAY
+    /// include the "server_no_context_takeover" extension parameter in an extension negotiation
+    /// response even if the extension negotiation offer being accepted by the extension
+    /// negotiation response didn't include" it).
+    ///
+    /// Default: false, for servers that fan messages out: without context takeover a message
+    /// compresses to the same bytes on every connection with the same level and window, so a
+    /// [`PreparedMessage`](crate::PreparedMessage) broadcast to N subscribers is compressed
+    /// once rather than N times, and no connection keeps a compressor of its own (zlib's state
+    /// for a 32 KiB window is about 300 KB: 3 GB for 10,000 subscribers once each has received
+    /// a message); compression uses one compressor per thread instead. The cost is on streams
+    /// of small similar messages sent to one connection: ratio, since a kept context would find
+    /// their repeats, and CPU, since each message starts from an empty context (zlib-rs clears
+    /// its 128 KB hash table at every reset: about 5 µs, and a repetitive 1 KiB message takes
+    /// 11 µs to compress instead of 4 with takeover). Set it for a server of few connections
+    /// that echo or answer such streams. Ignored by a client (which asks a server to reset with
+    /// [`server_no_context_takeover`](Self::server_no_context_takeover)).
+    pub server_context_takeover: bool,
+    /// Server side: let the client keep its compression context from one message to the next,
+    /// unless it declared `client_no_context_takeover` itself. When false the server answers
+    /// every offer with `client_no_context_takeover`, which RFC 7692 §7.1.1.2 lets it add ("A
+    /// server MAY include the "client_no_context_takeover" extension parameter in an extension
+    /// negotiation response"): the server then inflates every client message with one
+    /// decompressor per thread instead of keeping one per connection (about 40 KB each).
+    ///
+    /// Default: false, for the same reason as
+    /// [`server_context_takeover`](Self::server_context_takeover): a server's memory per
+    /// connection stays that of a plain connection whatever the clients send, at the cost of
+    /// ratio on the clients' streams of small similar messages. Ignored by a client.
+    pub client_context_takeover: bool,
     /// The server's LZ77 window (8–15). A client requests it; a server never uses a larger one.
     /// `None`: 15 (32 KiB).
     ///
@@ -46,7 +80,18 @@ pub struct DeflateConfig {
     ///
     /// Default: 0.
     pub compression_threshold: usize,
-    /// zlib compression level, 0 (none) to 9 (smallest).
+    /// zlib compression level, 0 (none) to 9 (smallest); larger values count as 9.
+    ///
+    /// Output is no larger than zlib's at the same level (Node's and Python's zlib): DEFLATE
+    /// is done by zlib-rs, whose levels 1 and 3–6 use zlib-ng's faster strategies, which find
+    /// far fewer matches in repetitive text (1.2 MB of a repeated JSON object: 7,891 bytes at
+    /// zlib-rs level 6, 3,675 at zlib's). So level 1 compresses as zlib-rs level 2 (zlib's
+    /// level 1: `deflate_fast`, same parameters), levels 2–7 as zlib-rs level 7 (zlib's lazy
+    /// `deflate_slow` with its level-7 parameters, at about zlib's level-6 speed), 8 and 9 as
+    /// themselves (zlib's parameters). The LZ77 window is the one negotiated for this end's
+    /// direction (`server_max_window_bits` / `client_max_window_bits`: 15, 32 KiB, unless
+    /// limited), memLevel is 8 (zlib's default, as Node's and Python's use), and each message
+    /// (each fragment) ends with one sync flush (RFC 7692 §7.2.1).
     ///
     /// Default: 6.
     pub level: u32,
@@ -57,6 +102,8 @@ impl Default for DeflateConfig {
         Self {
             server_no_context_takeover: false,
             client_no_context_takeover: false,
+            server_context_takeover: false,
+            client_context_takeover: false,
             server_max_window_bits: None,
             client_max_window_bits: None,
             compression_threshold: 0,
@@ -126,9 +173,11 @@ impl DeflateConfig {
         };
         Some(DeflateParams {
             server_no_context_takeover: offer.server_no_context_takeover
-                || self.server_no_context_takeover,
+                || self.server_no_context_takeover
+                || !self.server_context_takeover,
             client_no_context_takeover: offer.client_no_context_takeover
-                || self.client_no_context_takeover,
+                || self.client_no_context_takeover
+                || !self.client_context_takeover,
             server_max_window_bits,
             client_max_window_bits: client_max_window_bits.unwrap_or(MAX_WINDOW_BITS),
             include_server_max_window_bits: offer.server_max_window_bits.is_some()
@@ -559,7 +608,8 @@ mod tests {
         assert_eq!(params.client_max_window_bits, 15);
         assert_eq!(
             params.to_string(),
-            "permessage-deflate; server_max_window_bits=10"
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=10"
         );
     }
 
@@ -606,6 +656,49 @@ mod tests {
     }
 
     #[test]
+    fn a_default_server_resets_both_contexts_unasked() {
+        // What browsers offer: RFC 7692 §7.1.1.1 and §7.1.1.2 let the server add both
+        // no_context_takeover parameters; it cannot name client_max_window_bits unless offered.
+        for offer in [
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate",
+        ] {
+            let params = accept(&DeflateConfig::default(), offer).unwrap();
+            assert_eq!(
+                params.to_string(),
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            );
+            let agreed = DeflateConfig::default()
+                .check_response([params.to_string().as_bytes()])
+                .unwrap()
+                .unwrap();
+            assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
+        }
+        // Allowing takeover leaves what the client asked for.
+        let config = DeflateConfig {
+            server_context_takeover: true,
+            ..DeflateConfig::default()
+        };
+        let params = accept(&config, "permessage-deflate").unwrap();
+        assert_eq!(
+            params.to_string(),
+            "permessage-deflate; client_no_context_takeover"
+        );
+        let params = accept(&config, "permessage-deflate; server_no_context_takeover").unwrap();
+        assert!(params.server_no_context_takeover);
+        let config = DeflateConfig {
+            client_context_takeover: true,
+            ..DeflateConfig::default()
+        };
+        let params = accept(&config, "permessage-deflate; client_no_context_takeover").unwrap();
+        assert!(params.client_no_context_takeover);
+        assert_eq!(
+            accept(&config, "permessage-deflate").unwrap().to_string(),
+            "permessage-deflate; server_no_context_takeover"
+        );
+    }
+
+    #[test]
     fn client_offer_and_response_round_trip_every_combination() {
         for bits in [None, Some(8), Some(9), Some(12), Some(15)] {
             for (snct, cnct) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -616,7 +709,12 @@ mod tests {
                     client_max_window_bits: bits,
                     ..DeflateConfig::default()
                 };
-                let server = DeflateConfig::default();
+                // A server that allows context takeover: the agreement is what the client asked.
+                let server = DeflateConfig {
+                    server_context_takeover: true,
+                    client_context_takeover: true,
+                    ..DeflateConfig::default()
+                };
                 let offer = client.offer();
                 let accepted = server.accept_offer([offer.as_bytes()]).expect(&offer);
                 let response = accepted.to_string();

@@ -442,6 +442,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
+    /// Sends a message like [`send`](Self::send), but never compressed: with permessage-deflate
+    /// in force the frame goes out with RSV1 clear, as Node `ws`'s
+    /// `send(data, { compress: false })` sends it. For payloads that do not shrink (images,
+    /// already-compressed data) or must not be compressed with text an attacker controls; see
+    /// [`Connection::send_uncompressed`](sockeye_proto::Connection::send_uncompressed). To
+    /// broadcast one, [`feed_prepared`](Self::feed_prepared) a
+    /// [`PreparedMessage::uncompressed`]. Control messages are sent as by `send`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_uncompressed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        match message {
+            Message::Text(text) => {
+                self.check_usable()?;
+                self.note_message();
+                self.conn
+                    .send_uncompressed(DataKind::Text, text.into_bytes())?;
+            }
+            Message::Binary(data) => {
+                self.check_usable()?;
+                self.note_message();
+                self.conn.send_uncompressed(DataKind::Binary, data)?;
+            }
+            control => self.start_send_inner(control)?,
+        }
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
     /// Sends a message like [`send`](Self::send), except that when a received message is
     /// already waiting to be read it only queues this one: the write is left to the next
     /// operation on the stream.
