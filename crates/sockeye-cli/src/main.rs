@@ -65,6 +65,17 @@ struct Limits {
     /// declares it in its offer, a server requests it).
     #[arg(long, requires = "deflate")]
     deflate_client_no_context_takeover: bool,
+    /// With --deflate, a server: keep the server's compression context between messages when
+    /// the client allows it (better ratio on streams of similar messages to one client; costs
+    /// ~300 KB per connection and one compression per subscriber of a broadcast). Without it
+    /// the server answers server_no_context_takeover.
+    #[arg(long, requires = "deflate")]
+    deflate_server_context_takeover: bool,
+    /// With --deflate, a server: let clients keep their compression context between messages
+    /// (the server then keeps a decompressor per connection). Without it the server answers
+    /// client_no_context_takeover.
+    #[arg(long, requires = "deflate")]
+    deflate_client_context_takeover: bool,
     /// With --deflate: the server's LZ77 window as a power of two, 8-15 (a client requests it, a
     /// server caps its own window).
     #[arg(long, requires = "deflate", value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
@@ -194,6 +205,8 @@ impl Limits {
             deflate.client_no_context_takeover = self.deflate_client_no_context_takeover;
             deflate.server_max_window_bits = self.deflate_server_max_window_bits;
             deflate.client_max_window_bits = self.deflate_client_max_window_bits;
+            deflate.server_context_takeover = self.deflate_server_context_takeover;
+            deflate.client_context_takeover = self.deflate_client_context_takeover;
             deflate.compression_threshold = self.deflate_threshold;
             deflate
         });
