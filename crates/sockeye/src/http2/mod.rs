@@ -321,7 +321,7 @@ fn answer(mut request: Request<Incoming>, route: &Route) -> Response<Full<Bytes>
     };
     let Ok(permit) = route.limit.clone().try_acquire_owned() else {
         tracing::info!(peer = %route.peer, "connection limit reached: 503");
-        return h2_response(crate::server::overloaded());
+        return h2_response(crate::server::handshake::overloaded());
     };
     let (response, negotiated) = route.policy.accept_connect(&head, accept);
     let opening = Opening {

@@ -230,3 +230,16 @@ async fn read_request<S: AsyncRead + Unpin>(
         }
     }
 }
+
+/// The answer to a connection (or an HTTP/2 stream) over [`Server::max_connections`](super::Server::max_connections):
+/// `503 Service Unavailable`, `Retry-After: 1`, no body. HTTP/1.1 sends it as the core
+/// serializes refusals (`Content-Length: 0`, `Connection: close`), HTTP/2 as a response.
+pub(crate) fn overloaded() -> http::Response<Vec<u8>> {
+    let mut response = http::Response::new(Vec::new());
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
+}

@@ -17,7 +17,7 @@ pub use handshake::{
     accept, accept_with_config, Accept, HandshakeCallback, HandshakeDecision, HandshakeRequest,
     HttpCallback, OriginCallback, OriginPolicy,
 };
-pub(crate) use handshake::{upgrade_or_end, Ending, Hooks, Upgrade};
+pub(crate) use handshake::{overloaded, upgrade_or_end, Ending, Hooks, Upgrade};
 
 use std::future::Future;
 use std::io;
@@ -75,19 +75,6 @@ pub struct Server {
 
 /// Default for [`Server::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-/// The answer to a connection (or an HTTP/2 stream) over [`Server::max_connections`]:
-/// `503 Service Unavailable`, `Retry-After: 1`, no body. HTTP/1.1 sends it as the core
-/// serializes refusals (`Content-Length: 0`, `Connection: close`), HTTP/2 as a response.
-pub(crate) fn overloaded() -> http::Response<Vec<u8>> {
-    let mut response = http::Response::new(Vec::new());
-    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("1"),
-    );
-    response
-}
 
 impl Server {
     /// Listens on `addr` (the first of its addresses that can be bound), with `SO_REUSEADDR`
